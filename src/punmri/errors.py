@@ -1,0 +1,12 @@
+"""Exceptions raised for bad user input.
+
+Every error a user can trigger with a file, a config value or a command-line argument is an
+:class:`InputError`: its message names the offending input and says what was expected, and the CLI
+prints it as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (file, config field, array shape/dtype); the message says how to fix it."""
