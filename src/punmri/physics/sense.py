@@ -1,0 +1,79 @@
+"""The SENSE forward model ``A = M F S`` as an operator object.
+
+Shapes: image ``x`` is ``(B, H, W)`` complex64, coil maps ``S`` are ``(B, C, H, W)`` complex64, the
+sampling mask ``M`` is ``(B, H, W)`` (bool or 0/1 real) and k-space ``y`` is ``(B, C, H, W)``
+complex64. Single-coil imaging is the case ``C = 1`` with maps of ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from .fft import fft2c, ifft2c
+
+
+class SenseOperator:
+    """Multi-coil Cartesian MRI forward operator ``A x = M F (S x)``.
+
+    Args:
+        maps: coil sensitivities ``(B, C, H, W)`` complex.
+        mask: k-space sampling mask ``(B, H, W)`` or ``(H, W)`` (shared by the batch); nonzero = sampled.
+    """
+
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
+        if maps.ndim != 4 or not maps.is_complex():
+            raise InputError(
+                f"coil maps must be a complex tensor (B, C, H, W); got {tuple(maps.shape)} "
+                f"{maps.dtype}"
+            )
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(0).expand(maps.shape[0], -1, -1)
+        if mask.ndim != 3 or mask.shape[0] != maps.shape[0] or mask.shape[-2:] != maps.shape[-2:]:
+            raise InputError(
+                f"sampling mask shape {tuple(mask.shape)} does not match coil maps "
+                f"{tuple(maps.shape)}: expected (B, H, W) = ({maps.shape[0]}, {maps.shape[2]}, "
+                f"{maps.shape[3]}) or (H, W)"
+            )
+        self.maps = maps
+        self.mask = mask.to(device=maps.device, dtype=maps.real.dtype)
+        self._coil_mask = self.mask.unsqueeze(1)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape ``(B, H, W)`` of the images this operator acts on."""
+        b, _, h, w = self.maps.shape
+        return (b, h, w)
+
+    @property
+    def acceleration(self) -> torch.Tensor:
+        """Achieved acceleration ``H*W / sampled`` per batch item, shape ``(B,)``."""
+        return self.mask[0].numel() / self.mask.flatten(1).sum(1).clamp_min(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` image -> ``(B, C, H, W)`` sampled k-space."""
+        return self._coil_mask * fft2c(self.maps * x.unsqueeze(1))
+
+    __call__ = forward
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` k-space -> ``(B, H, W)`` coil-combined image ``A^H y``."""
+        return (self.maps.conj() * ifft2c(self._coil_mask * y)).sum(dim=1)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x`` for ``(B, H, W)`` images (the mask is idempotent, applied once)."""
+        return self.adjoint(self.forward(x))
+
+    def to(self, device: torch.device | str) -> SenseOperator:
+        """The same operator with its tensors on ``device``."""
+        return SenseOperator(self.maps.to(device), self.mask.to(device))
+
+    def adjointness_error(self, generator: torch.Generator | None = None) -> float:
+        """Relative mismatch ``|<Ax, y> - <x, A^H y>| / (|<Ax, y>|)`` on random complex x, y."""
+        b, c, h, w = self.maps.shape
+        dtype, device = self.maps.dtype, self.maps.device
+        x = torch.randn((b, h, w), generator=generator, dtype=dtype).to(device)
+        y = torch.randn((b, c, h, w), generator=generator, dtype=dtype).to(device)
+        lhs = torch.vdot(self.forward(x).flatten(), y.flatten())
+        rhs = torch.vdot(x.flatten(), self.adjoint(y).flatten())
+        return float((lhs - rhs).abs() / lhs.abs().clamp_min(1e-30))

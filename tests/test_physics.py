@@ -1,0 +1,147 @@
+"""MRI physics: FFT unitarity, SENSE adjointness, normal operator, CG, masks, coils, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from punmri.errors import InputError
+from punmri.physics import (
+    MASK_KINDS,
+    SenseOperator,
+    add_noise,
+    conjugate_gradient,
+    fft2c,
+    ifft2c,
+    sampling_mask,
+    simulated_coil_maps,
+)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _operator(coils: int = 4, shape=(16, 20), batch: int = 2, kind: str = "random") -> SenseOperator:
+    rng = np.random.default_rng(0)
+    maps = np.stack([simulated_coil_maps(shape, coils, rng, jitter=0.2) for _ in range(batch)])
+    masks = np.stack([sampling_mask(kind, shape, 4, seed=s).mask for s in range(batch)])
+    return SenseOperator(torch.from_numpy(maps), torch.from_numpy(masks))
+
+
+def test_fft_matches_numpy_and_is_unitary():
+    x = torch.randn(3, 10, 13, dtype=torch.complex64, generator=_gen())
+    k = fft2c(x)
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"),
+                          axes=(-2, -1))
+    np.testing.assert_allclose(k.numpy(), ref, atol=1e-5)
+    torch.testing.assert_close(k.norm(), x.norm())
+    torch.testing.assert_close(ifft2c(k), x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+@pytest.mark.parametrize("kind", ["random", "poisson2d"])
+def test_sense_adjointness(coils, kind):
+    op = _operator(coils=coils, kind=kind)
+    assert op.adjointness_error(_gen(1)) < 1e-5
+
+
+def test_normal_operator_self_adjoint_and_psd():
+    op = _operator()
+    g = _gen(2)
+    x = torch.randn(op.image_shape, dtype=torch.complex64, generator=g)
+    z = torch.randn(op.image_shape, dtype=torch.complex64, generator=g)
+    lhs = torch.vdot(op.normal(x).flatten(), z.flatten())
+    rhs = torch.vdot(x.flatten(), op.normal(z).flatten())
+    assert abs(lhs - rhs) / abs(lhs) < 1e-5
+    assert torch.vdot(x.flatten(), op.normal(x).flatten()).real >= 0
+
+
+def test_fully_sampled_normalised_maps_give_identity_normal():
+    shape = (12, 14)
+    maps = torch.from_numpy(simulated_coil_maps(shape, 6))[None]
+    op = SenseOperator(maps, torch.ones(shape))
+    x = torch.randn(1, *shape, dtype=torch.complex64, generator=_gen())
+    torch.testing.assert_close(op.normal(x), x, atol=1e-5, rtol=1e-5)
+
+
+def test_cg_matches_dense_solve():
+    op = _operator(coils=3, shape=(6, 8), batch=2)
+    lam = 0.5
+    b = torch.randn(op.image_shape, dtype=torch.complex64, generator=_gen(3))
+    x = conjugate_gradient(lambda v: op.normal(v) + lam * v, b, iterations=60)
+    n = 6 * 8
+    for i in range(2):
+        cols = []
+        for j in range(n):
+            e = torch.zeros(op.image_shape, dtype=torch.complex64)
+            e[i].view(-1)[j] = 1
+            cols.append((op.normal(e) + lam * e)[i].flatten())
+        a = torch.stack(cols, 1).to(torch.complex128)
+        ref = torch.linalg.solve(a, b[i].flatten().to(torch.complex128))
+        torch.testing.assert_close(x[i].flatten().to(torch.complex128), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_cg_tolerance_only_at_inference_and_handles_zero_rhs():
+    op = _operator(coils=2, shape=(8, 8), batch=2)
+    b = torch.randn(op.image_shape, dtype=torch.complex64, generator=_gen(4))
+    b[1] = 0
+    with torch.no_grad():
+        x = conjugate_gradient(lambda v: op.normal(v) + v, b, iterations=30, tol=1e-3)
+    assert torch.isfinite(torch.view_as_real(x)).all() and (x[1] == 0).all()
+    calls = []
+
+    def counted(v):
+        calls.append(1)
+        return op.normal(v) + v
+
+    b.requires_grad_(True)
+    conjugate_gradient(counted, b, iterations=7, tol=1.0)
+    assert len(calls) == 7  # with autograd on, the iteration count is fixed
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("acc", [4, 8])
+def test_masks_seeded_center_and_acceleration(kind, acc):
+    shape = (64, 72)
+    m1 = sampling_mask(kind, shape, acc, center_fraction=0.08, seed=5)
+    m2 = sampling_mask(kind, shape, acc, center_fraction=0.08, seed=5)
+    np.testing.assert_array_equal(m1.mask, m2.mask)
+    assert m1.mask.shape == shape and m1.mask.dtype == bool
+    assert m1.mask[shape[0] // 2, shape[1] // 2]
+    assert acc * 0.75 < m1.acceleration < acc * 1.35
+    if kind in ("random", "equispaced", "gaussian1d"):
+        assert (m1.mask == m1.mask[0]).all()  # 1D: constant along the readout
+        assert m1.mask[0, shape[1] // 2 - 2 : shape[1] // 2 + 2].all()
+    other = sampling_mask(kind, shape, acc, seed=6).mask
+    assert not np.array_equal(m1.mask, other)
+
+
+def test_mask_bad_input():
+    with pytest.raises(InputError, match="unknown sampling mask kind"):
+        sampling_mask("spiral", (8, 8), 4)
+    with pytest.raises(InputError, match="acceleration"):
+        sampling_mask("random", (8, 8), 0.5)
+
+
+def test_coil_maps_normalised_and_operator_shape_errors():
+    maps = simulated_coil_maps((20, 24), 8, np.random.default_rng(1), jitter=0.3)
+    np.testing.assert_allclose((np.abs(maps) ** 2).sum(0), 1, atol=1e-5)
+    with pytest.raises(InputError, match="does not match"):
+        SenseOperator(torch.from_numpy(maps)[None], torch.ones(1, 5, 5))
+    with pytest.raises(InputError, match="complex"):
+        SenseOperator(torch.ones(1, 2, 3, 3), torch.ones(3, 3))
+
+
+def test_noise_snr_and_unsampled_zero():
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((4, 64, 64)) + 1j * rng.standard_normal((4, 64, 64))).astype(np.complex64)
+    mask = sampling_mask("random", (64, 64), 4, seed=0).mask
+    k = k * mask
+    noisy = add_noise(k, mask, 10.0, np.random.default_rng(1))
+    n = noisy - k
+    snr = 10 * np.log10((np.abs(k[:, mask]) ** 2).mean() / (np.abs(n[:, mask]) ** 2).mean())
+    assert abs(snr - 10.0) < 0.3
+    assert (noisy[:, ~mask] == 0).all()
+    assert add_noise(k, mask, None, rng) is k
