@@ -109,22 +109,20 @@ def load_volume(path: str | Path, resolution_mm: float | None = None) -> Volume:
     data, zooms = _read_nifti(path)
     voxel = tuple(z if z > 0 else 1.0 for z in zooms)
     if resolution_mm is not None:
-        if not (isinstance(resolution_mm, (int, float)) and math.isfinite(resolution_mm)):
+        valid = isinstance(resolution_mm, (int, float)) and math.isfinite(resolution_mm)
+        if not valid or resolution_mm <= 0:
             raise InputError(f"resolution_mm: expected a positive number, got {resolution_mm!r}")
-        if resolution_mm <= 0:
-            raise InputError(f"resolution_mm: expected a positive number, got {resolution_mm!r}")
-        factors = [
-            1.0 if n == 1 else v / float(resolution_mm)
+        # Keep the first and last voxel centers (scipy's default grid) so the new spacing
+        # (n - 1) * v / (m - 1) equals resolution_mm whenever the extent is a multiple of it.
+        sizes = [
+            n if n == 1 else max(2, int(math.floor((n - 1) * v / resolution_mm + 0.5)) + 1)
             for n, v in zip(data.shape, voxel, strict=True)
         ]
-        if any(round(n * f) < 1 for n, f in zip(data.shape, factors, strict=True)):
-            raise InputError(
-                f"resolution_mm={resolution_mm}: too coarse for {path} "
-                f"(shape {data.shape}, voxel size {voxel} mm)"
-            )
-        data = ndimage.zoom(data, factors, order=1).astype(np.float32, copy=False)
+        factors = [m / n for m, n in zip(sizes, data.shape, strict=True)]
+        if any(f != 1.0 for f in factors):
+            data = ndimage.zoom(data, factors, order=1).astype(np.float32, copy=False)
         voxel = tuple(
-            v if n == 1 else float(resolution_mm) for n, v in zip(data.shape, voxel, strict=True)
+            float(resolution_mm) if n > 1 else v for n, v in zip(sizes, voxel, strict=True)
         )
     return Volume(data=data, voxel_size_mm=(voxel[0], voxel[1], voxel[2]), source=str(path))
 
@@ -260,24 +258,42 @@ def split_slabs(
             f"gap={gap}; need at least {len(active) + gap * (len(active) - 1)} slices "
             f"(use more slices, a smaller gap, or zero fractions for unused splits)"
         )
-    counts = _slab_counts(n_usable, [fr[k] for k in active])
+    # Start from the fewest usable slices (contiguous indices lose `gap` per boundary) and grow
+    # while the walk still fits: sparse indices lose fewer slices to the gaps.
+    best: list[list[int]] | None = None
+    for n_try in range(n_usable, len(positions) + 1):
+        walked = _walk_slabs(positions, _slab_counts(n_try, [fr[k] for k in active]), gap)
+        if walked is None:
+            break
+        best = walked
+    if best is None:
+        raise InputError(
+            f"split_slabs: slice indices too sparse to fit {len(active)} slab(s) with gap={gap}"
+        )
     slabs: dict[str, list[int]] = {name: [] for name in SLAB_NAMES}
+    for k, chosen in zip(active, best, strict=True):
+        slabs[SLAB_NAMES[k]] = chosen
+    return slabs
+
+
+def _walk_slabs(positions: list[int], counts: list[int], gap: int) -> list[list[int]] | None:
+    """Take ``counts`` consecutive positions per slab, skipping ``gap`` positions between slabs.
+
+    The last slab takes every remaining position; ``None`` when some slab would be short.
+    """
+    chosen: list[list[int]] = []
     cursor = 0
-    for j, (k, count) in enumerate(zip(active, counts, strict=True)):
+    for j, count in enumerate(counts):
         if j > 0:
-            last = slabs[SLAB_NAMES[active[j - 1]]][-1]
+            last = chosen[-1][-1]
             while cursor < len(positions) and positions[cursor] - last - 1 < gap:
                 cursor += 1
-        end = len(positions) if j == len(active) - 1 else cursor + count
-        chosen = positions[cursor:end]
-        if not chosen:
-            raise InputError(
-                f"split_slabs: not enough slices left for the {SLAB_NAMES[k]} slab "
-                f"({len(positions)} slices, gap={gap})"
-            )
-        slabs[SLAB_NAMES[k]] = chosen
+        end = len(positions) if j == len(counts) - 1 else cursor + count
+        if end - cursor < count or end > len(positions):
+            return None
+        chosen.append(positions[cursor:end])
         cursor = end
-    return slabs
+    return chosen
 
 
 def _check_shape(shape: Sequence[int], field: str = "shape") -> tuple[int, int]:

@@ -40,8 +40,7 @@ def complex_to_channels(x: Tensor) -> Tensor:
         )
     if x.ndim != 3:
         raise InputError(
-            f"x: expected a complex tensor of shape (B, H, W) (3 dims), "
-            f"got shape {tuple(x.shape)}"
+            f"x: expected a complex tensor of shape (B, H, W) (3 dims), got shape {tuple(x.shape)}"
         )
     # view_as_real refuses tensors with a pending conjugation bit; resolve it first.
     return torch.view_as_real(x.resolve_conj()).permute(0, 3, 1, 2).contiguous()

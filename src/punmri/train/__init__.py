@@ -1,1 +1,18 @@
-"""punmri.train"""
+"""Training: losses, checkpoints and the resumable loop."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import LOSSES, get_loss, ssim_torch
+from .loop import TrainResult, load_weights, resolve_device, train, validate
+
+__all__ = [
+    "LOSSES",
+    "TrainResult",
+    "get_loss",
+    "load_checkpoint",
+    "load_weights",
+    "resolve_device",
+    "save_checkpoint",
+    "ssim_torch",
+    "train",
+    "validate",
+]

@@ -1,0 +1,279 @@
+"""Run configuration: nested frozen dataclasses loaded from YAML with ``key=value`` overrides.
+
+Each field carries its help text in ``metadata["help"]``; each default lives only here. Values are
+validated and converted to the declared types (real lists, literal choices), and an unknown key is an
+error naming the key and the accepted ones. The resolved configuration is saved in every run
+directory (``config.yaml``) so a run can always be reproduced and re-evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import InputError
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a one-line help text."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are split."""
+
+    source: str = _f("colin27", "'colin27' (mricron-data T1 head) or 'phantom' (procedural, tests)")
+    paths: tuple[str, ...] = _f((), "extra image sources (NIfTI/DICOM/NumPy/PNG/fastMRI) for eval")
+    resolution_mm: float = _f(2.0, "isotropic resampling of the volume in mm")
+    image_size: tuple[int, int] = _f((96, 80), "image size (H, W) after centre crop/pad")
+    view: Literal["axial", "coronal", "sagittal"] = _f("axial", "training view of the volume")
+    min_tissue: float = _f(0.2, "skip slices with a smaller fraction of tissue pixels")
+    slab_fractions: tuple[float, float, float] = _f((0.7, 0.1, 0.2), "train/val/test slab sizes")
+    slab_gap: int = _f(3, "slices skipped between neighbouring slabs (no leakage)")
+    max_train_slices: int = _f(0, "use only this many (evenly spaced) training slices; 0 = all")
+    max_val_slices: int = _f(0, "cap on validation slices (evenly spaced); 0 = all")
+    max_test_slices: int = _f(0, "cap on test slices per suite (evenly spaced); 0 = all")
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """How measurements are simulated from magnitude images."""
+
+    mask_kind: Literal["random", "equispaced", "gaussian1d", "poisson2d", "radial"] = _f(
+        "random", "k-space sampling pattern"
+    )
+    acceleration: float = _f(4.0, "undersampling factor")
+    center_fraction: float = _f(0.08, "fully sampled low-frequency fraction")
+    coils: int = _f(8, "number of simulated receive coils (1 = single-coil)")
+    coil_radius: float = _f(1.5, "coil ring radius in half fields of view")
+    coil_jitter: float = _f(0.2, "random rotation + radius scaling of the coil ring per draw")
+    snr_db: float | None = _f(40.0, "k-space SNR in dB over sampled points; null = noiseless")
+    phase_amplitude: float = _f(3.14159, "peak amplitude of the smooth random phase in radians")
+    fresh: bool = _f(True, "redraw mask, phase, coils and noise for every training sample")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The unrolled network."""
+
+    denoiser: Literal["resnet", "unet", "didn"] = _f("resnet", "denoiser architecture")
+    channels: int = _f(32, "denoiser width (feature channels)")
+    depth: int = _f(5, "resnet: conv layers; unet: levels; didn: down-up blocks")
+    unrolls: int = _f(5, "number of MoDL iterations K")
+    cg_iterations: int = _f(8, "conjugate-gradient steps per data-consistency block")
+    lam: float = _f(0.05, "initial data-consistency weight lambda (> 0)")
+    learn_lam: bool = _f(True, "learn lambda (kept positive)")
+    shared: bool = _f(True, "one denoiser shared by all unrolls (else one per unroll)")
+    init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal"] = _f(
+        "kaiming_normal", "weight initialisation scheme (seeded)"
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation."""
+
+    steps: int = _f(600, "maximum optimizer steps")
+    batch_size: int = _f(4, "slices per step")
+    lr: float = _f(1e-3, "Adam learning rate")
+    weight_decay: float = _f(0.0, "Adam weight decay")
+    loss: Literal["l1", "mse", "ssim-l1"] = _f("l1", "training loss on complex images")
+    schedule: Literal["constant", "cosine", "step"] = _f("cosine", "learning-rate schedule")
+    warmup_steps: int = _f(20, "linear learning-rate warm-up steps")
+    grad_clip: float = _f(1.0, "max gradient norm; 0 = off")
+    val_every: int = _f(100, "validate every N steps (and at the end)")
+    patience: int = _f(0, "stop after N validations without improvement; 0 = off")
+    augment: bool = _f(True, "random flips, small rotations and intensity scaling")
+    device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    threads: int = _f(0, "torch CPU threads; 0 = torch default")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Testing."""
+
+    test_seed: int = _f(1234, "seed of validation/test simulation (same for every run and method)")
+    baselines: tuple[str, ...] = _f(("zero-filled", "cs-l1"), "classical reconstructions")
+    cs_lamda: float = _f(0.0, "L1-wavelet weight; 0 = tune on validation slices")
+    cs_iterations: int = _f(60, "iterations of the L1-wavelet solver")
+    cg_tol: float = _f(0.0, "early-stop tolerance for CG at inference; 0 = fixed count")
+    figure_slices: int = _f(3, "example slices in the reconstruction figure")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as ``config.yaml`` in the run directory."""
+
+    name: str = _f("run", "run name (used in the report)")
+    seed: int = _f(0, "seed of initialisation, data order and simulation")
+    data: DataConfig = field(default_factory=DataConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Validate ``value`` against the annotation ``tp`` and convert it (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"config {where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except InputError as exc:
+                errors.append(str(exc))
+        raise InputError(errors[0] if errors else f"config {where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise InputError(f"config {where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise InputError(f"config {where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise InputError(f"config {where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise InputError(f"config {where}: expected an integer, got {value!r}")
+        try:
+            out = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except ValueError:
+            out = None
+        if out is None:
+            raise InputError(f"config {where}: expected an integer, got {value!r}")
+        return out
+    if tp is float:
+        if isinstance(value, bool):
+            raise InputError(f"config {where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"config {where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise InputError(f"config {where}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config annotation {tp!r} at {where}")
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build the dataclass ``cls`` from a (nested) mapping, validating every key and value."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise InputError(
+            f"unknown config key {prefix}{unknown[0]}; accepted keys in "
+            f"{where or 'the top level'}: {', '.join(names)}"
+        )
+    kwargs = {
+        k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) of a config dataclass, suitable for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.steps=100'`` -> (['train', 'steps'], 100) with the value parsed as YAML."""
+    if "=" not in text:
+        raise InputError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config file {p} not found; see configs/ for examples")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError(f"config file {p} must hold a mapping of sections, got {loaded!r}")
+        values = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return from_dict(RunConfig, values)
+    except InputError as exc:
+        src = f" (in {path})" if path is not None else ""
+        raise InputError(f"{exc}{src}") from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that also accepts dotted keys, e.g. ``replace(c, **{"train.steps": 5})``."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in nested.items():
+        flat[head] = replace(getattr(config, head), **sub)
+    return dataclasses.replace(config, **flat)

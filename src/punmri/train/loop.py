@@ -1,0 +1,235 @@
+"""The training loop: Adam, LR schedule, clipping, validation, early stopping, exact resume.
+
+A run directory holds ``last.pt`` (full state for resuming), ``best.pt`` (model weights with the
+best validation PSNR), ``metrics.jsonl`` (one JSON object per logged event) and, when training has
+finished, ``done.json`` (the :class:`TrainResult`). Calling :func:`train` on a directory with
+``done.json`` returns the stored result; on one with only ``last.pt`` it resumes, and the resumed
+run is bit-identical to an uninterrupted one on CPU (batches are a pure function of the step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.batches import Batch, TrainingStream
+from ..io import write_json_atomic, write_text_atomic
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .losses import get_loss
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU; other names are passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def is_main_process() -> bool:
+    """True unless running under torch.distributed with a rank other than 0 (logging, files)."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` (linear warm-up, then the schedule)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        span = max(cfg.steps - cfg.warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - cfg.warmup_steps, span) / span))
+    if cfg.schedule == "step":
+        return 0.1 ** (int(step >= 0.6 * cfg.steps) + int(step >= 0.85 * cfg.steps))
+    return 1.0
+
+
+@torch.no_grad()
+def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slice PSNR (dB) of magnitudes ``(B, H, W)`` with data_range = target max."""
+    p, t = pred.abs().flatten(1), target.abs().flatten(1)
+    mse = (p - t).square().mean(1).clamp_min(1e-20)
+    return 10 * torch.log10(t.amax(1).square() / mse)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> float:
+    """Mean per-slice magnitude PSNR over validation batches."""
+    model.eval()
+    values = []
+    for b in val:
+        b = b.to(device)
+        values.append(psnr_batch(model(b.kspace, b.operator()), b.target).cpu())
+    model.train()
+    return float(torch.cat(values).mean())
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run reports (saved as ``done.json``)."""
+
+    steps: int
+    best_step: int
+    best_val_psnr: float
+    final_val_psnr: float
+    stopped_early: bool
+    wall_s: float
+    forward_passes: int
+    backward_passes: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def train(
+    model: nn.Module,
+    stream: TrainingStream,
+    val: Sequence[Batch],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+    optimizer_hook: Callable[[torch.optim.Optimizer], None] | None = None,
+    checkpoint_every: int | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train ``model`` (called as ``model(kspace, op)``) and keep checkpoints in ``out_dir``.
+
+    Args:
+        optimizer_hook: called once with the optimizer before training (pruning registers its
+            re-zeroing hook here).
+        checkpoint_every: steps between ``last.pt`` saves (default: every validation).
+        stop_at: stop after this step without finishing (for tests of resume); ``done.json`` is
+            not written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "done.json"
+    if done.is_file():
+        state = load_checkpoint(out / "last.pt")
+        model.load_state_dict(state["model"])
+        return TrainResult(**json.loads(done.read_text()))
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model.to(device).train()
+    loss_fn = get_loss(cfg.loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    if optimizer_hook is not None:
+        optimizer_hook(optimizer)
+    torch.manual_seed(seed)
+    step, best, best_step, bad_vals, wall = 0, -math.inf, -1, 0, 0.0
+    fwd = bwd = 0
+    history: list[dict] = []
+    if (out / "last.pt").is_file():
+        state = load_checkpoint(out / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, best, best_step = state["step"], state["best"], state["best_step"]
+        bad_vals, wall, history = state["bad_vals"], state["wall_s"], state["history"]
+        fwd, bwd = state["forward_passes"], state["backward_passes"]
+    every = checkpoint_every or cfg.val_every
+    main = is_main_process()
+
+    def checkpoint() -> None:
+        if not main:
+            return
+        save_checkpoint(
+            out / "last.pt",
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=rng_state(),
+            step=step,
+            best=best,
+            best_step=best_step,
+            bad_vals=bad_vals,
+            wall_s=wall,
+            history=history,
+            forward_passes=fwd,
+            backward_passes=bwd,
+        )
+        _write_log(out / "metrics.jsonl", history)
+
+    stopped_early = False
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc=desc, disable=not (progress and main), leave=False,
+        dynamic_ncols=True,
+    )
+    running = None
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        batch = stream.batch(step, cfg.batch_size).to(device)
+        pred = model(batch.kspace, batch.operator())
+        loss = loss_fn(pred, batch.target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        fwd += len(batch)
+        bwd += len(batch)
+        step += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training loss became {value} at step {step} ({desc}); lower train.lr or set "
+                "train.grad_clip"
+            )
+        running = value if running is None else 0.9 * running + 0.1 * value
+        bar.update(1)
+        validate_now = step % cfg.val_every == 0 or step == cfg.steps
+        if step % 10 == 0 or validate_now:
+            history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
+        if validate_now:
+            psnr = validate(model, val, device)
+            fwd += sum(len(b) for b in val)
+            history.append({"step": step, "val_psnr": psnr})
+            if psnr > best:
+                best, best_step, bad_vals = psnr, step, 0
+                if main:
+                    save_checkpoint(out / "best.pt", model=model.state_dict(), step=step)
+            else:
+                bad_vals += 1
+            bar.set_postfix(loss=f"{running:.4f}", val_psnr=f"{psnr:.2f}")
+            if cfg.patience and bad_vals >= cfg.patience:
+                stopped_early = True
+        if step % every == 0 or step == cfg.steps or stopped_early:
+            wall += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            checkpoint()
+        if stopped_early or (stop_at is not None and step >= stop_at):
+            break
+    bar.close()
+    if stop_at is not None and step < cfg.steps and not stopped_early:
+        wall += time.perf_counter() - t0
+        checkpoint()
+        return TrainResult(step, best_step, best, math.nan, False, wall, fwd, bwd, history)
+    final_psnr = next((h["val_psnr"] for h in reversed(history) if "val_psnr" in h), math.nan)
+    result = TrainResult(step, best_step, best, final_psnr, stopped_early, wall, fwd, bwd, history)
+    if main:
+        write_json_atomic(done, asdict(result))
+    return result
+
+
+def load_weights(model: nn.Module, run_dir: str | Path, which: str = "best") -> nn.Module:
+    """Load ``best`` or ``last`` weights of a finished training directory into ``model``."""
+    state = load_checkpoint(Path(run_dir) / f"{which}.pt")
+    model.load_state_dict(state["model"])
+    return model
