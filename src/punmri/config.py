@@ -114,7 +114,8 @@ class RunConfig:
     """Everything a run needs; saved as ``config.yaml`` in the run directory."""
 
     name: str = _f("run", "run name (used in the report)")
-    seed: int = _f(0, "seed of initialisation, data order and simulation")
+    seeds: tuple[int, ...] = _f((0,), "seeds; each sets initialisation, data order, mask search")
+    methods: tuple[str, ...] = _f(("dense",), "methods to train: dense and pruning methods")
     data: DataConfig = field(default_factory=DataConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

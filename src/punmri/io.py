@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
-def _atomic(path: str | Path, write: Any, mode: str) -> None:
+def atomic_write(path: str | Path, write: Any, mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,14 +29,28 @@ def _atomic(path: str | Path, write: Any, mode: str) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    _atomic(path, lambda fh: fh.write(text), "w")
+    atomic_write(path, lambda fh: fh.write(text), "w")
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by ``None`` (and numpy scalars by Python ones) for strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (NaN written as ``NaN``)."""
-    _atomic(path, lambda fh: json.dump(obj, fh, indent=2, sort_keys=True), "w")
+    """Write ``obj`` as strict JSON (indent 2, sorted keys, ``nan``/``inf`` -> ``null``)."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_text_atomic(path, text)
 
 
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically."""
-    _atomic(path, lambda fh: torch.save(obj, fh), "wb")
+    atomic_write(path, lambda fh: torch.save(obj, fh), "wb")

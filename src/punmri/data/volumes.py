@@ -100,7 +100,8 @@ def load_volume(path: str | Path, resolution_mm: float | None = None) -> Volume:
         path: ``.nii`` or ``.nii.gz`` file holding a 3D volume (a 2D image becomes Z=1; a 4D
             file with one volume is squeezed; more volumes raise :class:`InputError`).
         resolution_mm: isotropic voxel size to resample to with linear interpolation
-            (``scipy.ndimage.zoom(order=1)``); ``None`` keeps the native grid.
+            (``scipy.ndimage.zoom(order=1)``), keeping the first and last voxel centers; the
+            stored voxel size is this nominal value. ``None`` keeps the native grid.
 
     Returns:
         :class:`Volume` with float32 data (X, Y, Z) and voxel sizes in mm.
@@ -112,8 +113,9 @@ def load_volume(path: str | Path, resolution_mm: float | None = None) -> Volume:
         valid = isinstance(resolution_mm, (int, float)) and math.isfinite(resolution_mm)
         if not valid or resolution_mm <= 0:
             raise InputError(f"resolution_mm: expected a positive number, got {resolution_mm!r}")
-        # Keep the first and last voxel centers (scipy's default grid) so the new spacing
-        # (n - 1) * v / (m - 1) equals resolution_mm whenever the extent is a multiple of it.
+        # Keep the first and last voxel centers (scipy's default grid): m = round((n-1)v/r) + 1
+        # voxels, spacing (n - 1) * v / (m - 1), exactly resolution_mm when (n - 1) * v is a
+        # multiple of it (Colin27: 181x217x181 at 1 mm -> 91x109x91 at 2 mm).
         sizes = [
             n if n == 1 else max(2, int(math.floor((n - 1) * v / resolution_mm + 0.5)) + 1)
             for n, v in zip(data.shape, voxel, strict=True)
@@ -251,24 +253,21 @@ def split_slabs(
     gap = int(gap)
     positions = sorted({int(i) for i in indices})
     active = [k for k, f in enumerate(fr) if f > 0]
-    n_usable = len(positions) - gap * (len(active) - 1)
-    if n_usable < len(active):
-        raise InputError(
-            f"split_slabs: too few slices ({len(positions)}) for {len(active)} slab(s) with "
-            f"gap={gap}; need at least {len(active) + gap * (len(active) - 1)} slices "
-            f"(use more slices, a smaller gap, or zero fractions for unused splits)"
-        )
     # Start from the fewest usable slices (contiguous indices lose `gap` per boundary) and grow
     # while the walk still fits: sparse indices lose fewer slices to the gaps.
+    n_start = max(len(active), len(positions) - gap * (len(active) - 1))
     best: list[list[int]] | None = None
-    for n_try in range(n_usable, len(positions) + 1):
+    for n_try in range(n_start, len(positions) + 1):
         walked = _walk_slabs(positions, _slab_counts(n_try, [fr[k] for k in active]), gap)
         if walked is None:
             break
         best = walked
     if best is None:
         raise InputError(
-            f"split_slabs: slice indices too sparse to fit {len(active)} slab(s) with gap={gap}"
+            f"split_slabs: too few slices ({len(positions)}) for {len(active)} slab(s) with "
+            f"gap={gap} slice positions between slabs; need at least "
+            f"{len(active) + gap * (len(active) - 1)} consecutive slices (use more slices, a "
+            "smaller gap, or zero fractions for unused splits)"
         )
     slabs: dict[str, list[int]] = {name: [] for name in SLAB_NAMES}
     for k, chosen in zip(active, best, strict=True):

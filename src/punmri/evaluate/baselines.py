@@ -35,7 +35,8 @@ def _check_batch(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor) -
     """Validate shapes; return the mask expanded to ``(B, H, W)``."""
     if kspace.ndim != 4 or not kspace.is_complex():
         raise InputError(
-            f"kspace must be a complex tensor (B, C, H, W); got {tuple(kspace.shape)} {kspace.dtype}"
+            "kspace must be a complex tensor (B, C, H, W); "
+            f"got {tuple(kspace.shape)} {kspace.dtype}"
         )
     if maps.shape != kspace.shape:
         raise InputError(
@@ -158,8 +159,10 @@ def tune_cs_lambda(
     scores: dict[float, float] = {}
     for lamda in grid:
         recon = cs_l1_wavelet(kspace, maps, mask, float(lamda), iterations, wavelet)
-        values = [psnr(tgt[i], _to_numpy(recon[i]), name=f"validation slice {i}") for i in
-                  range(tgt.shape[0])]
+        values = [
+            psnr(tgt[i], _to_numpy(recon[i]), name=f"validation slice {i}")
+            for i in range(tgt.shape[0])
+        ]
         finite = [v for v in values if not np.isnan(v)]
         scores[float(lamda)] = float(np.mean(finite)) if finite else float("-inf")
     best = max(scores, key=lambda k: scores[k])

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..io import write_text_atomic
 
 METRICS: tuple[str, ...] = ("psnr", "ssim", "nmse")
 _KEY_COLUMNS: tuple[str, ...] = ("method", "suite", "slice")
@@ -62,19 +63,6 @@ class SliceRecord:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_slice_csv(records: Iterable[SliceRecord], path: str | os.PathLike[str]) -> None:
     """Write ``records`` to a CSV at ``path`` atomically (format in the module docstring)."""
     records = list(records)
@@ -91,7 +79,7 @@ def write_slice_csv(records: Iterable[SliceRecord], path: str | os.PathLike[str]
         row += [repr(float(r.nmse))]
         row += [repr(float(r.extra[k])) if k in r.extra else "" for k in extras]
         writer.writerow(row)
-    _atomic_write_text(buf.getvalue(), path)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _parse_float(text: str, path: Path, line: int, column: str) -> float:
@@ -123,9 +111,13 @@ def read_slice_csv(path: str | os.PathLike[str]) -> list[SliceRecord]:
                 raise InputError(
                     f"{path}: line {line} has {len(row)} fields, expected {len(header)}"
                 )
-            values = [_parse_float(v, path, line, c) for v, c in zip(row[3:6], METRICS)]
+            values = [
+                _parse_float(v, path, line, c) for v, c in zip(row[3:6], METRICS, strict=True)
+            ]
             extra = {
-                k: _parse_float(v, path, line, k) for k, v in zip(extras, row[6:]) if v != ""
+                k: _parse_float(v, path, line, k)
+                for k, v in zip(extras, row[6:], strict=True)
+                if v != ""
             }
             records.append(SliceRecord(row[0], row[1], row[2], *values, extra=extra))
     return records
@@ -165,25 +157,6 @@ def aggregate(records: Iterable[SliceRecord]) -> dict[str, Any]:
     return {"methods": methods}
 
 
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by ``None`` so the output is strict JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``obj`` as strict JSON (indent 2, sorted keys, ``nan``/``inf`` -> ``null``)."""
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write_text(text, path)
-
-
 def format_table(aggregate_dict: Mapping[str, Any], metric: str = "psnr") -> str:
     """A method x suite text table of the mean ``metric`` for the console.
 
@@ -219,7 +192,9 @@ def format_table(aggregate_dict: Mapping[str, Any], metric: str = "psnr") -> str
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for i, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))

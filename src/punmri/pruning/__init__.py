@@ -1,1 +1,93 @@
-"""punmri.pruning"""
+"""Pruning in three steps: score -> select -> apply, plus the PUN probabilistic mask search.
+
+- :mod:`~punmri.pruning.targets`: which weights are prunable, by fully qualified name.
+- :mod:`~punmri.pruning.scorers`: one small module per score (random, magnitude, SNIP, GraSP,
+  SynFlow) behind one signature, registered in :data:`SCORERS`.
+- :mod:`~punmri.pruning.allocation` / :mod:`~punmri.pruning.selection`: exact kept counts, global or
+  per layer, deterministic ties, no revival of pruned weights.
+- :mod:`~punmri.pruning.masks`: :class:`Masks`, a validated, savable dict of bool tensors.
+- :mod:`~punmri.pruning.apply` / :mod:`~punmri.pruning.checkpoint`: masks as parametrizations,
+  pruned entries kept at exactly zero, checkpoints with plain names.
+- :mod:`~punmri.pruning.pun` / :mod:`~punmri.pruning.pun_wt`: the paper's Gumbel mask search (PUN-IT,
+  PUN-AT) and joint training of weights and mask logits (PUN-WT).
+- :mod:`~punmri.pruning.imp`: iterative magnitude pruning steps and schedule.
+- :func:`find_mask`: one call for every method, with cost accounting.
+"""
+
+from __future__ import annotations
+
+from punmri.pruning.allocation import ALLOCATIONS, erk_densities, kept_count, layer_counts
+from punmri.pruning.apply import (
+    MaskParametrization,
+    apply,
+    current_masks,
+    register_optimizer_hook,
+    remove,
+    zero_pruned_,
+)
+from punmri.pruning.checkpoint import load_masked_state_dict, masked_state_dict
+from punmri.pruning.cost import PassCount, count_passes
+from punmri.pruning.find import DATA_METHODS, METHOD_OPTIONS, METHODS, find_mask
+from punmri.pruning.gate import LogitGate
+from punmri.pruning.imp import imp_density_schedule, magnitude_prune_step
+from punmri.pruning.masks import Masks
+from punmri.pruning.pun import PunSearchConfig, pun_search
+from punmri.pruning.pun_wt import (
+    attach_gates,
+    gate_kl,
+    gate_parameters,
+    harden,
+    register_resample_hook,
+    resample_,
+    set_temperature_,
+    weight_parameters,
+)
+from punmri.pruning.relaxation import bernoulli_kl, concrete_mask, logistic_noise, sample_concrete
+from punmri.pruning.scorers import SCORERS, Scorer
+from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.targets import DEFAULT_TYPES, prunable_targets
+
+__all__ = [
+    "ALLOCATIONS",
+    "DATA_METHODS",
+    "DEFAULT_TYPES",
+    "METHODS",
+    "METHOD_OPTIONS",
+    "SCORERS",
+    "LogitGate",
+    "MaskParametrization",
+    "Masks",
+    "PassCount",
+    "PunSearchConfig",
+    "Scorer",
+    "apply",
+    "attach_gates",
+    "bernoulli_kl",
+    "concrete_mask",
+    "count_passes",
+    "current_masks",
+    "erk_densities",
+    "find_mask",
+    "gate_kl",
+    "gate_parameters",
+    "harden",
+    "imp_density_schedule",
+    "kept_count",
+    "layer_counts",
+    "load_masked_state_dict",
+    "logistic_noise",
+    "magnitude_prune_step",
+    "masked_state_dict",
+    "prunable_targets",
+    "pun_search",
+    "register_optimizer_hook",
+    "register_resample_hook",
+    "remove",
+    "resample_",
+    "sample_concrete",
+    "select_by_counts",
+    "select_top_k",
+    "set_temperature_",
+    "weight_parameters",
+    "zero_pruned_",
+]

@@ -178,3 +178,13 @@ def validate_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
 def signature(model: nn.Module, targets: Sequence[str]) -> list[list]:
     """Sorted ``[[name, [shape...]], ...]`` of the targets: identifies the model a mask was made for."""
     return [[t, list(stored_weight(model, t).shape)] for t in sorted(targets)]
+
+
+def target_filter(
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    types: Sequence[type[nn.Module]] = DEFAULT_TYPES,
+) -> dict[str, list[str]]:
+    """JSON-friendly description of a :func:`prunable_targets` call, stored in mask metadata so that
+    :meth:`Masks.check_fits` can tell which weights of a model a mask should cover."""
+    return {"include": list(include), "exclude": list(exclude), "types": [type_name(t) for t in types]}

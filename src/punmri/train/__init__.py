@@ -1,8 +1,8 @@
 """Training: losses, checkpoints and the resumable loop."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .losses import LOSSES, get_loss, ssim_torch
 from .loop import TrainResult, load_weights, resolve_device, train, validate
+from .losses import LOSSES, get_loss, ssim_torch
 
 __all__ = [
     "LOSSES",

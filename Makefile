@@ -1,0 +1,40 @@
+# punmri: two commands for a newcomer on Debian/Ubuntu.
+#   make demo   set up (venv, deps, Colin27 data) and run the CPU demo into runs/demo
+#   make test   set up and run the test suite
+# GPU users: create .venv and install a CUDA build of torch into it first (see README).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup data demo test lint bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+data:
+	@sh scripts/install-data.sh
+
+demo: setup data
+	$(VENV)/bin/punmri run --config configs/demo.yaml --out $(DEMO_OUT)
+
+test: setup
+	@sh scripts/install-data.sh || echo "note: tests that need Colin27 will be skipped"
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: setup data
+	$(PY) benchmarks/foundation.py
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

@@ -1,0 +1,99 @@
+"""Implementations of the ``punmri`` subcommands (each: arguments -> config -> library call)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from ..errors import InputError
+from ..evaluate.tables import format_table
+
+
+def _summary(metrics: dict, where: Path) -> None:
+    print(format_table(metrics, "psnr"))
+    print()
+    print(format_table(metrics, "ssim"))
+    print(f"\nreport: {where / 'report.md'}  (also report.html, metrics.json)")
+
+
+def cmd_run(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..pipeline import run
+
+    cfg = load_config(args.config, args.overrides)
+    out = out_dir(args, cfg.name)
+    metrics = run(cfg, out, overwrite=args.overwrite, progress=args.progress)
+    _summary(metrics, out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..pipeline import run
+
+    cfg = load_config(args.config, args.overrides)
+    out = out_dir(args, cfg.name)
+    run(cfg, out, overwrite=args.overwrite, progress=args.progress, train_only=True)
+    print(f"trained models in {out / 'models'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..pipeline import evaluate_run
+
+    metrics = evaluate_run(
+        args.run, args.out, args.data, args.overrides, args.overwrite, args.progress
+    )
+    _summary(metrics, Path(args.out))
+    return 0
+
+
+def cmd_recon(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..recon import reconstruct_file
+
+    reconstruct_file(args.run, args.input, args.out, method=args.method, overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..data.anatomy import training_splits
+    from ..data.sources import load_images
+
+    cfg = load_config(args.config)
+    if args.paths:
+        images = load_images(args.paths, min_tissue=0.0)
+        sets = {"images": images}
+    else:
+        sets = training_splits(cfg.data)
+    for name, s in sets.items():
+        first, last = (s.names[0], s.names[-1]) if len(s) else ("-", "-")
+        print(
+            f"{name:>7}: {len(s):4d} slices of {s.images.shape[1]}x{s.images.shape[2]}, "
+            f"range [{s.images.min():.2f}, {s.images.max():.2f}], {first} .. {last}"
+        )
+    if args.preview:
+        from ..report.figures import montage
+
+        stack = np.concatenate([s.images[:: max(1, len(s) // 6)][:6] for s in sets.values()])
+        montage(stack, Path(args.preview))
+        print(f"preview: {args.preview}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "recon": cmd_recon,
+    "data": cmd_data,
+}
+
+
+def dispatch(args: argparse.Namespace, out_dir: Callable) -> int:
+    """Run the subcommand named in ``args.command``."""
+    if args.command not in COMMANDS:
+        raise InputError(f"unknown command {args.command!r}")
+    return COMMANDS[args.command](args, out_dir)

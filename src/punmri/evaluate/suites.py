@@ -1,0 +1,58 @@
+"""Evaluation suites: named, seeded, fixed test sets.
+
+A suite is a list of simulated :class:`~punmri.data.simulate.Sample` objects built from images and
+simulation settings with generators seeded by ``(evaluate.test_seed, suite name, slice index)``,
+so every method and every run sees exactly the same measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import PhysicsConfig, RunConfig
+from ..data.batches import fixed_samples
+from ..data.simulate import Sample
+from ..data.sources import ImageSet, load_images
+
+
+@dataclass
+class Suite:
+    """A fixed test set: ``name``, its samples and the simulation settings that made them."""
+
+    name: str
+    samples: list[Sample]
+    physics: PhysicsConfig
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def simulated_suite(
+    name: str, images: ImageSet, physics: PhysicsConfig, test_seed: int, description: str = ""
+) -> Suite:
+    """Simulate a fixed suite from magnitude images."""
+    samples = fixed_samples(images.images, images.names, physics, test_seed, name)
+    return Suite(name, samples, physics, description or images.source)
+
+
+def path_suite_name(path: str | Path) -> str:
+    """Suite name of a user-given source: its file or folder name without extensions."""
+    name = Path(path).name
+    for ext in (".gz", ".nii", ".npz", ".npy", ".png", ".tiff", ".tif", ".h5", ".dcm"):
+        name = name.removesuffix(ext)
+    return name or "data"
+
+
+def source_suites(cfg: RunConfig, paths: Sequence[str | Path]) -> list[Suite]:
+    """One suite per user-given source (NIfTI/DICOM/NumPy/PNG file or folder), simulated with the
+    run's physics at the run's image size."""
+    suites = []
+    for path in paths:
+        images = load_images(path, shape=cfg.data.image_size, min_tissue=cfg.data.min_tissue)
+        suites.append(
+            simulated_suite(path_suite_name(path), images, cfg.physics, cfg.evaluate.test_seed)
+        )
+    return suites

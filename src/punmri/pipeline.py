@@ -1,0 +1,316 @@
+"""The main job: data -> (prune) -> train -> evaluate -> report, as resumable stages.
+
+Run directory layout::
+
+    RUN/config.yaml                 resolved configuration (a different config is refused)
+    RUN/models/NAME/seedS/train/    checkpoints, metrics.jsonl, done.json of each trained model
+    RUN/eval/cs_lambda.json         CS-L1 weight tuned on validation slices
+    RUN/eval/slices.csv             per-slice metrics of every method on every suite
+    RUN/metrics.json                aggregate metrics (schema in docs/OUTPUTS.md)
+    RUN/report.md, report.html      the report, figures in RUN/figures/
+
+Each stage whose output exists is skipped, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from .config import RunConfig, load_config, save_config, to_dict
+from .data.anatomy import training_splits
+from .data.batches import Batch, TrainingStream, batches, collate
+from .data.sources import ImageSet
+from .errors import InputError
+from .evaluate.baselines import tune_cs_lambda
+from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
+from .evaluate.suites import Suite, simulated_suite, source_suites
+from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
+from .io import write_json_atomic
+from .models import build_model
+from .report import write_report
+from .train import TrainResult, load_weights, resolve_device, train
+
+CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network to train: the method, its density (None for dense) and the seed."""
+
+    method: str
+    seed: int
+    density: float | None = None
+
+    @property
+    def name(self) -> str:
+        """Method name as reported (``dense``, ``pun``, ``pun@0.03`` ...)."""
+        return self.method
+
+    def directory(self, run_dir: Path) -> Path:
+        """Where this model's stages write."""
+        return run_dir / "models" / self.name / f"seed{self.seed}"
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with its training record and costs."""
+
+    spec: ModelSpec
+    model: nn.Module
+    result: TrainResult
+    costs: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) -> Path:
+    """Create ``out`` or reopen it for resuming.
+
+    An existing directory is resumed only when its saved config equals ``cfg``; a directory with
+    another config (or foreign files) is refused unless ``overwrite`` deletes it first.
+    """
+    out = Path(out)
+    saved = out / "config.yaml"
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        if not saved.is_file():
+            raise InputError(
+                f"output directory {out} exists and is not a punmri run; choose another --out "
+                "or pass --overwrite to replace it"
+            )
+        previous = yaml.safe_load(saved.read_text())
+        if previous != to_dict(cfg):
+            raise InputError(
+                f"run directory {out} holds a run with a different config; resume it with the "
+                "same config, choose another --out, or pass --overwrite to replace it"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, saved)
+    return out
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{run_dir} is not a punmri run directory (no config.yaml)")
+    return load_config(path)
+
+
+def model_specs(cfg: RunConfig) -> list[ModelSpec]:
+    """Every (method, seed) network the config asks for."""
+    unknown = [m for m in cfg.methods if m != "dense"]
+    if unknown:
+        raise InputError(f"methods: unknown method {unknown[0]!r}; available: ['dense']")
+    return [ModelSpec(m, s) for m in cfg.methods for s in cfg.seeds]
+
+
+@dataclass
+class RunData:
+    """The run's image splits and fixed validation/test sets."""
+
+    splits: dict[str, ImageSet]
+    val: Suite
+    suites: list[Suite]
+    batch_size: int
+
+    @property
+    def val_batches(self) -> list[Batch]:
+        """Validation samples in training-size batches."""
+        return batches(self.val.samples, self.batch_size)
+
+
+def load_run_data(cfg: RunConfig, extra_sources: Sequence[str] = ()) -> RunData:
+    """Splits, validation batches and the test suites (``id`` + one per extra source)."""
+    splits = training_splits(cfg.data)
+    val = simulated_suite("val", splits["val"], cfg.physics, cfg.evaluate.test_seed)
+    suites = [simulated_suite("id", splits["test"], cfg.physics, cfg.evaluate.test_seed)]
+    suites += source_suites(cfg, [*cfg.data.paths, *extra_sources])
+    return RunData(splits, val, suites, cfg.train.batch_size)
+
+
+def train_spec(
+    cfg: RunConfig, spec: ModelSpec, data: RunData, run_dir: Path, progress: bool
+) -> TrainedModel:
+    """Train (or load, when finished) one network."""
+    model = build_model(cfg.model, seed=spec.seed)
+    train_images = data.splits["train"]
+    stream = TrainingStream(
+        train_images.images, train_images.names, cfg.physics, spec.seed, cfg.train.augment
+    )
+    directory = spec.directory(run_dir) / "train"
+    result = train(
+        model,
+        stream,
+        data.val_batches,
+        cfg.train,
+        directory,
+        seed=spec.seed,
+        progress=progress,
+        desc=f"{spec.name} s{spec.seed}",
+    )
+    load_weights(model, directory, "best")
+    costs = {
+        "train_wall_s": result.wall_s,
+        "train_forward": result.forward_passes,
+        "train_backward": result.backward_passes,
+    }
+    return TrainedModel(spec, model, result, costs)
+
+
+def cs_lambda(cfg: RunConfig, data: RunData, run_dir: Path) -> float:
+    """The CS-L1 weight: ``evaluate.cs_lamda`` or the best of a grid on validation slices."""
+    if cfg.evaluate.cs_lamda > 0:
+        return cfg.evaluate.cs_lamda
+    path = run_dir / "eval" / "cs_lambda.json"
+    if path.is_file():
+        return float(yaml.safe_load(path.read_text())["lamda"])
+    val = collate(data.val.samples[:4])
+    best, scores = tune_cs_lambda(
+        val.kspace, val.maps, val.mask, val.target, CS_LAMBDA_GRID, cfg.evaluate.cs_iterations
+    )
+    write_json_atomic(path, {"lamda": best, "psnr": {str(k): v for k, v in scores.items()}})
+    return best
+
+
+def seed_method_name(name: str, seed: int, seeds: Sequence[int]) -> str:
+    """Per-seed method key used in slice records (plain name when there is one seed)."""
+    return name if len(seeds) == 1 else f"{name}#s{seed}"
+
+
+def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel:
+    """A finished model of a run directory (refuses unfinished training)."""
+    directory = spec.directory(run_dir) / "train"
+    if not (directory / "done.json").is_file():
+        raise InputError(
+            f"model {spec.name} (seed {spec.seed}) in {run_dir} has not finished training; "
+            "finish it with `punmri run` or `punmri train` on the same config first"
+        )
+    model = load_weights(build_model(cfg.model, seed=spec.seed), directory, "best")
+    result = TrainResult(**json.loads((directory / "done.json").read_text()))
+    costs = {
+        "train_wall_s": result.wall_s,
+        "train_forward": result.forward_passes,
+        "train_backward": result.backward_passes,
+    }
+    return TrainedModel(spec, model, result, costs)
+
+
+def train_all(
+    cfg: RunConfig, run_dir: Path, data: RunData, progress: bool = True
+) -> list[TrainedModel]:
+    """Train every configured network (finished ones are loaded, unfinished ones resumed)."""
+    return [train_spec(cfg, spec, data, run_dir, progress) for spec in model_specs(cfg)]
+
+
+def evaluate_and_report(
+    cfg: RunConfig,
+    out_dir: Path,
+    data: RunData,
+    trained: Sequence[TrainedModel],
+    progress: bool = True,
+) -> dict:
+    """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
+    report into ``out_dir``; return the metrics."""
+    device = resolve_device(cfg.train.device)
+    recons: dict[str, ReconFn] = {}
+    for name in cfg.evaluate.baselines:
+        lam = cs_lambda(cfg, data, out_dir) if name == "cs-l1" else 0.0
+        recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
+    for tm in trained:
+        recons[seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)] = model_recon(
+            tm.model, device
+        )
+    records, images = evaluate_methods(
+        recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
+    )
+    write_slice_csv(records, out_dir / "eval" / "slices.csv")
+    metrics = summarize(records, trained, cfg)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_report(out_dir, cfg, metrics, data, images, trained)
+    return metrics
+
+
+def run(
+    cfg: RunConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    train_only: bool = False,
+) -> dict:
+    """Run the whole job into ``out`` and return the aggregate metrics (resumable)."""
+    t0 = time.perf_counter()
+    run_dir = prepare_run_dir(cfg, out, overwrite)
+    data = load_run_data(cfg)
+    trained = train_all(cfg, run_dir, data, progress)
+    if train_only:
+        return {"trained": [asdict(t.spec) for t in trained]}
+    metrics = evaluate_and_report(cfg, run_dir, data, trained, progress)
+    metrics["wall_s"] = time.perf_counter() - t0
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    out: str | Path,
+    sources: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every trained model of ``run_dir`` and the baselines on the run's ``id`` suite and
+    on each extra source (one suite per source), with the run's simulation settings unless
+    ``overrides`` change them; outputs go to ``out``."""
+    run_dir = Path(run_dir)
+    train_cfg = load_run_config(run_dir)
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    changed = [k for k in ("model", "train") if getattr(cfg, k) != getattr(train_cfg, k)]
+    if changed:
+        raise InputError(
+            f"eval overrides may not change the trained {changed[0]} section; change physics, "
+            "data or evaluate settings only"
+        )
+    out_dir = prepare_run_dir(cfg, out, overwrite)
+    data = load_run_data(cfg, sources)
+    trained = [load_trained(train_cfg, spec, run_dir) for spec in model_specs(train_cfg)]
+    return evaluate_and_report(cfg, out_dir, data, trained, progress)
+
+
+def summarize(
+    records: list[SliceRecord], trained: Sequence[TrainedModel], cfg: RunConfig
+) -> dict:
+    """Aggregate metrics with per-method training costs (the ``metrics.json`` contract)."""
+    merged = [_merge_seed(r) for r in records]
+    metrics = aggregate(merged)
+    for tm in trained:
+        entry = metrics["methods"].setdefault(tm.spec.name, {"suites": {}})
+        costs = entry.setdefault("costs", {})
+        for key, value in tm.costs.items():
+            costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds)
+        entry.setdefault("seeds", []).append(tm.spec.seed)
+        entry.setdefault("best_step", []).append(tm.result.best_step)
+    metrics["config"] = to_dict(cfg)
+    metrics["image_shape"] = list(cfg.data.image_size)
+    return metrics
+
+
+def _merge_seed(record: SliceRecord) -> SliceRecord:
+    """Fold per-seed method keys (``dense#s1``) into the method for aggregation over seeds."""
+    if "#s" not in record.method:
+        return record
+    method = record.method.split("#s")[0]
+    return SliceRecord(
+        method, record.suite, record.slice_name, record.psnr, record.ssim, record.nmse,
+        record.extra,
+    )
+
+
+__all__ = ["ModelSpec", "RunData", "TrainedModel", "load_run_data", "prepare_run_dir", "run"]

@@ -1,0 +1,160 @@
+"""One entry point for every mask-finding method: score -> select, with cost accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from punmri.errors import InputError
+from punmri.pruning.allocation import ALLOCATIONS, Allocation, check_density, kept_count, layer_counts
+from punmri.pruning.batches import take_batches
+from punmri.pruning.cost import count_passes
+from punmri.pruning.masks import Masks
+from punmri.pruning.pun import PunSearchConfig, pun_search
+from punmri.pruning.scorers import SCORERS
+from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.targets import (
+    prunable_targets,
+    signature,
+    stored_weight,
+    target_filter,
+    validate_targets,
+)
+
+METHODS: tuple[str, ...] = ("random", "magnitude", "snip", "grasp", "synflow", "pun")
+#: methods that need ``data`` and ``loss_fn``
+DATA_METHODS: frozenset[str] = frozenset({"snip", "grasp", "pun"})
+#: extra keyword options each method accepts
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "random": (),
+    "magnitude": (),
+    "snip": ("num_batches",),
+    "grasp": ("num_batches",),
+    "synflow": ("iterations", "input_shape", "input_factory"),
+    "pun": ("config", *PunSearchConfig.field_names()),
+}
+
+
+def _check_opts(method: str, opts: dict[str, Any]) -> None:
+    unknown = sorted(set(opts) - set(METHOD_OPTIONS[method]))
+    if unknown:
+        valid = list(METHOD_OPTIONS[method]) or "none"
+        raise InputError(f"unknown options {unknown} for method {method!r}; valid: {valid}")
+
+
+def _pun_config(opts: dict[str, Any]) -> PunSearchConfig:
+    base = opts.pop("config", None)
+    if base is None:
+        base = PunSearchConfig()
+    if not isinstance(base, PunSearchConfig):
+        raise InputError("option config must be a PunSearchConfig")
+    return dataclasses.replace(base, **opts) if opts else base
+
+
+def find_mask(
+    model: nn.Module,
+    method: str,
+    density: float,
+    data: Iterable[Any] | None = None,
+    loss_fn: Any = None,
+    *,
+    targets: Sequence[str] | None = None,
+    allocation: Allocation = "global",
+    generator: torch.Generator | None = None,
+    **opts: Any,
+) -> Masks:
+    """Find a mask keeping exactly ``round(density * total)`` entries of the prunable weights.
+
+    Args:
+        model: the network; never modified (weights, buffers, flags and grads are as before).
+        method: one of :data:`METHODS`.
+        density: kept fraction in (0, 1].
+        data: iterable of ``(inputs, target)`` batches; required for snip, grasp and pun; synflow
+            uses only the shape of the first batch's inputs.
+        loss_fn: ``loss_fn(output, target) -> scalar``; required for snip, grasp and pun.
+        targets: weight names (default :func:`prunable_targets` of ``model``).
+        allocation: ``"global"`` (one ranking over all layers), ``"uniform"`` or ``"erk"`` (exact
+            per-layer counts from :func:`layer_counts`, ranking within each layer).
+        generator: all randomness (default: a generator seeded with 0).
+        **opts: per-method options, see :data:`METHOD_OPTIONS`: ``num_batches`` (snip/grasp: use
+            only the first N batches), ``iterations``/``input_shape``/``input_factory`` (synflow),
+            ``config`` and/or any :class:`PunSearchConfig` field (pun).
+
+    Returns:
+        :class:`Masks` whose metadata has ``method``, ``density``, ``allocation``, ``seed``,
+        ``signature``, ``targets``, ``layer_counts``, ``cost`` (``seconds``, ``forward_passes``,
+        ``backward_passes``) and method diagnostics (``pun``: last log entry and config).
+        The pun history is in ``metadata["pun"]``; call :func:`pun_search` for the full one.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown pruning method {method!r}; valid: {list(METHODS)}")
+    if not isinstance(model, nn.Module):
+        raise InputError("model must be a torch.nn.Module")
+    density = check_density(density)
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"allocation must be one of {list(ALLOCATIONS)}, got {allocation!r}")
+    _check_opts(method, opts)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if not isinstance(generator, torch.Generator):
+        raise InputError("generator must be a torch.Generator")
+    if method in DATA_METHODS and data is None:
+        raise InputError(f"method {method!r} needs data: an iterable of (inputs, target) batches")
+    if method in DATA_METHODS and loss_fn is None:
+        raise InputError(f"method {method!r} needs loss_fn(output, target)")
+    if targets is None:
+        names, filt = prunable_targets(model), target_filter()
+        if not names:
+            raise InputError("the model has no prunable weights (Conv/ConvTranspose/Linear)")
+    else:
+        names, filt = validate_targets(model, targets), {"names": sorted(targets)}
+    shapes = {t: list(stored_weight(model, t).shape) for t in names}
+    numels = {t: stored_weight(model, t).numel() for t in names}
+    total = sum(numels.values())
+    k = kept_count(total, density)
+    if k == 0:
+        raise InputError(f"density {density} keeps 0 of {total} weights; use a larger density")
+    counts = layer_counts(numels, density, allocation, shapes)
+
+    diagnostics: dict[str, Any] = {}
+    with count_passes(model) as cost:
+        if method == "pun":
+            config = _pun_config(dict(opts))
+            masks, _ = pun_search(model, names, data, loss_fn, density, config, generator, counts)
+            diagnostics = dict(masks.metadata)
+        else:
+            extra = dict(opts)
+            batches = data
+            if method in ("snip", "grasp"):
+                batches = take_batches(data, extra.pop("num_batches", None))
+            if method == "synflow":
+                extra.update(density=density, counts=counts)
+            scores = SCORERS[method](model, names, batches, loss_fn, generator, **extra)
+            masks = select_top_k(scores, k) if counts is None else select_by_counts(scores, counts)
+    metadata = {
+        "method": method,
+        "density": density,
+        "allocation": allocation,
+        "seed": generator.initial_seed(),
+        "signature": signature(model, names),
+        "targets": filt,
+        "layer_counts": {n: int(m.sum()) for n, m in masks.items()},
+        "options": {k_: _jsonable(v) for k_, v in opts.items()},
+        "cost": cost.as_dict(),
+        **diagnostics,
+    }
+    return Masks(masks, metadata)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)

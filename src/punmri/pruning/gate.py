@@ -1,0 +1,75 @@
+"""The learnable-logit mask parametrization shared by the PUN search and PUN-WT training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from punmri.errors import InputError
+from punmri.pruning.relaxation import bernoulli_kl, concrete_mask, logistic_noise, logit
+
+GateMode = Literal["sample", "expected", "hard"]
+
+
+class LogitGate(nn.Module):
+    """Parametrization ``weight -> weight * m`` with a relaxed Bernoulli mask ``m``.
+
+    ``logits`` (a parameter, shape of the weight) define keep probabilities ``p = sigmoid(logits)``.
+    In ``"sample"`` mode and training, ``m = sigmoid((logits + noise) / tau)`` (binary concrete, see
+    :mod:`punmri.pruning.relaxation`) with ``noise`` held fixed until :meth:`resample_`, so a weight
+    read several times in one forward pass (MoDL's shared denoiser) sees one mask sample. Otherwise
+    (``"expected"`` mode, or eval) ``m = p``; in ``"hard"`` mode ``m`` is the bool buffer ``hard``.
+    """
+
+    def __init__(self, logits: torch.Tensor, tau: float = 1.0) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.detach().clone())
+        self.register_buffer("noise", torch.zeros_like(self.logits), persistent=False)
+        self.register_buffer("hard", torch.ones_like(self.logits, dtype=torch.bool), persistent=False)
+        self.tau = float(tau)
+        self.mode: GateMode = "sample"
+
+    def resample_(self, generator: torch.Generator) -> None:
+        """Draw fresh logistic noise (used until the next call)."""
+        noise = logistic_noise(self.logits.shape, generator, self.logits.dtype)
+        self.noise.copy_(noise.to(self.noise.device))
+
+    def probabilities(self) -> torch.Tensor:
+        """Keep probabilities ``sigmoid(logits)``, shape of the weight."""
+        return torch.sigmoid(self.logits)
+
+    def mask(self) -> torch.Tensor:
+        """The mask the next forward multiplies the weight with (see class docstring)."""
+        if self.mode == "hard":
+            return self.hard.to(self.logits.dtype)
+        if self.mode == "sample" and self.training:
+            return concrete_mask(self.logits, self.noise, self.tau)
+        if self.mode in ("sample", "expected"):
+            return self.probabilities()
+        raise InputError(f"gate mode must be 'sample', 'expected' or 'hard', got {self.mode!r}")
+
+    def kl(self, p0: float | torch.Tensor) -> torch.Tensor:
+        """Elementwise ``KL(Bern(p) || Bern(p0))``, shape of the weight."""
+        return bernoulli_kl(self.logits, p0)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight * mask()``, same shape as ``weight``."""
+        return weight * self.mask()
+
+
+def initial_logits(
+    shape: torch.Size, p_init: float, noise_std: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``logit(p_init) + noise_std * N(0, 1)`` (float32, CPU) from ``generator``."""
+    base = torch.full(shape, logit(p_init), dtype=torch.float32)
+    if noise_std > 0:
+        noise = torch.randn(shape, generator=generator, device=generator.device)
+        base = base + noise_std * noise.cpu()
+    return base
+
+
+def default_init_prob(p0: float) -> float:
+    """Initial keep probability a bit above the prior: ``p0 + 0.1 (1 - p0)``, capped below 1."""
+    return min(p0 + 0.1 * (1.0 - p0), 1.0 - 1e-4)

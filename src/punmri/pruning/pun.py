@@ -1,0 +1,254 @@
+"""PUN mask search: learn Bernoulli keep-probabilities over frozen initial weights (PAPER.md).
+
+Objective per step, for one batch ``(x, y)`` and one binary concrete mask sample ``m``::
+
+    loss(f(x; w0 * m), y) + beta_t * KL,   KL = reduce_j KL(Bern(p_j) || Bern(p0_j))
+
+``loss`` is the user's ``loss_fn`` (a batch mean, e.g. MSE); ``reduce`` is the mean over all prunable
+entries (``kl_reduction="mean"``, default: ``beta`` does not scale with the model size) or their sum
+(``"sum"``, the paper's formula). ``p0`` is the target density (per layer when an allocation fixes
+per-layer counts). Adam updates the logits only; the temperature decays exponentially from ``tau0``
+to ``tau1``; ``beta`` optionally ramps up linearly over ``beta_warmup`` steps. The final mask keeps
+the top ``round(density * total)`` entries by logit (equivalently by ``p``, without the ties that
+saturated float probabilities would create), ties broken as in :mod:`punmri.pruning.selection`.
+
+PUN-IT is this search on freshly initialised weights, PUN-AT the same call on trained weights; PUN-WT
+(weights learned jointly) uses :mod:`punmri.pruning.pun_wt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from punmri.errors import InputError
+from punmri.pruning.allocation import check_density, kept_count
+from punmri.pruning.batches import cycle_batches, take_batches
+from punmri.pruning.functional import LossFn, batch_loss, freeze_parameters
+from punmri.pruning.gate import LogitGate, default_init_prob, initial_logits
+from punmri.pruning.masks import Masks
+from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.state import preserved_state
+from punmri.pruning.targets import stored_weight, validate_targets
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class PunSearchConfig:
+    """Every knob of :func:`pun_search`; ``PunSearchConfig.help()`` lists the one-line help texts."""
+
+    steps: int = field(default=2000, metadata=_help("number of Adam steps on the logits"))
+    lr: float = field(default=1e-2, metadata=_help("Adam learning rate of the logits"))
+    tau0: float = field(default=1.0, metadata=_help("concrete temperature at the first step"))
+    tau1: float = field(default=0.2, metadata=_help("concrete temperature at the last step"))
+    beta: float = field(default=1.0, metadata=_help("weight of the KL prior term"))
+    beta_warmup: int = field(
+        default=0, metadata=_help("steps over which beta ramps linearly from 0 (0 = constant)")
+    )
+    kl_reduction: Literal["mean", "sum"] = field(
+        default="mean", metadata=_help("reduce the per-entry KL by 'mean' or 'sum' (paper)")
+    )
+    init_prob: float | None = field(
+        default=None, metadata=_help("initial keep probability; None = p0 + 0.1 (1 - p0)")
+    )
+    init_noise: float = field(
+        default=1e-3, metadata=_help("std of Gaussian noise added to the initial logits")
+    )
+    log_every: int = field(default=10, metadata=_help("log diagnostics every N steps (and last)"))
+    eval_batches: int = field(
+        default=0, metadata=_help("batches to evaluate the hard top-s mask on at each log (0 = off)")
+    )
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, minimum: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InputError(f"PunSearchConfig.{name} must be an int >= {minimum}, got {value!r}")
+
+        def positive(name: str, value: Any, allow_zero: bool = False) -> None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+            if not ok:
+                bound = ">= 0" if allow_zero else "> 0"
+                raise InputError(f"PunSearchConfig.{name} must be a finite number {bound}, "
+                                 f"got {value!r}")
+
+        positive_int("steps", self.steps, 1)
+        positive_int("beta_warmup", self.beta_warmup, 0)
+        positive_int("log_every", self.log_every, 1)
+        positive_int("eval_batches", self.eval_batches, 0)
+        positive("lr", self.lr)
+        positive("tau0", self.tau0)
+        positive("tau1", self.tau1)
+        positive("beta", self.beta, allow_zero=True)
+        positive("init_noise", self.init_noise, allow_zero=True)
+        if self.kl_reduction not in ("mean", "sum"):
+            raise InputError(
+                f"PunSearchConfig.kl_reduction must be 'mean' or 'sum', got {self.kl_reduction!r}"
+            )
+        if self.init_prob is not None and not (
+            isinstance(self.init_prob, (int, float)) and 0.0 < self.init_prob < 1.0
+        ):
+            raise InputError(f"PunSearchConfig.init_prob must be in (0, 1) or None, "
+                             f"got {self.init_prob!r}")
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """``{field: one-line help}``."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all fields."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def tau_at(self, step: int) -> float:
+        """Temperature at ``step`` (0-based): exponential from ``tau0`` to ``tau1``."""
+        frac = step / (self.steps - 1) if self.steps > 1 else 1.0
+        return self.tau0 * (self.tau1 / self.tau0) ** frac
+
+    def beta_at(self, step: int) -> float:
+        """KL weight at ``step`` (0-based), with the linear warm-up."""
+        if self.beta_warmup == 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / self.beta_warmup)
+
+
+def _priors(
+    numels: Mapping[str, int], density: float, counts: Mapping[str, int] | None
+) -> dict[str, float]:
+    if counts is None:
+        p0 = kept_count(sum(numels.values()), density) / sum(numels.values())
+        return {t: p0 for t in numels}
+    return {t: counts[t] / numels[t] for t in numels}
+
+
+def _harden(
+    gates: Mapping[str, LogitGate], k: int, counts: Mapping[str, int] | None
+) -> Masks:
+    logits = {t: g.logits.detach() for t, g in gates.items()}
+    return select_top_k(logits, k) if counts is None else select_by_counts(logits, counts)
+
+
+def _kl_term(gates: Mapping[str, LogitGate], p0: Mapping[str, float], reduction: str):
+    total = sum(g.kl(p0[t]).sum() for t, g in gates.items())
+    if reduction == "mean":
+        total = total / sum(g.logits.numel() for g in gates.values())
+    return total
+
+
+def pun_search(
+    model: nn.Module,
+    targets: Sequence[str],
+    data: Iterable[Any],
+    loss_fn: LossFn,
+    density: float,
+    config: PunSearchConfig | None = None,
+    generator: torch.Generator | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> tuple[Masks, list[dict[str, Any]]]:
+    """Search a mask keeping ``round(density * total)`` entries of ``targets`` (PUN, PAPER.md).
+
+    Args:
+        model: the network; its weights are read (frozen ``w0``) and never changed; its buffers,
+            train/eval flags and grads are restored on exit. It runs in its current mode.
+        targets: names of the prunable weights.
+        data: re-iterable of ``(inputs, target)`` batches, cycled for ``config.steps`` steps.
+        loss_fn: ``loss_fn(output, target) -> scalar``, a mean over the batch.
+        density: kept fraction in (0, 1].
+        config: search settings (defaults: :class:`PunSearchConfig`).
+        generator: source of the initial-logit noise and of every concrete sample.
+        counts: optional exact per-layer kept counts (uniform/ERK allocation).
+
+    Returns:
+        ``(masks, history)``. ``history`` has one dict per logged step: ``step``, ``loss``,
+        ``recon``, ``kl``, ``beta``, ``tau``, ``expected_density`` (mean ``p`` over all entries),
+        ``hamming`` (entries that differ from the previous logged hard mask; None at the first) and
+        ``eval_loss`` when ``eval_batches > 0``. ``masks.metadata["pun"]`` holds the last entry and
+        the config.
+    """
+    config = PunSearchConfig() if config is None else config
+    if not isinstance(config, PunSearchConfig):
+        raise InputError("config must be a PunSearchConfig")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    density = check_density(density)
+    targets = validate_targets(model, targets)
+    if data is None or loss_fn is None:
+        raise InputError("the pun search needs data (batches) and loss_fn")
+    w0 = {t: stored_weight(model, t).detach().clone() for t in targets}
+    numels = {t: w.numel() for t, w in w0.items()}
+    total = sum(numels.values())
+    k = kept_count(total, density)
+    p0 = _priors(numels, density, counts)
+    gates: dict[str, LogitGate] = {}
+    for t in sorted(targets):
+        p_init = config.init_prob if config.init_prob is not None else default_init_prob(p0[t])
+        logits = initial_logits(w0[t].shape, p_init, config.init_noise, generator)
+        gates[t] = LogitGate(logits.to(device=w0[t].device, dtype=_real_dtype(w0[t])))
+    eval_set = take_batches(data, config.eval_batches) if config.eval_batches else []
+    optimizer = torch.optim.Adam([g.logits for g in gates.values()], lr=config.lr)
+    history: list[dict[str, Any]] = []
+    previous: Masks | None = None
+    stream = cycle_batches(data)
+    with preserved_state(model):
+        freeze_parameters(model)
+        for step in range(config.steps):
+            tau, beta = config.tau_at(step), config.beta_at(step)
+            for t in sorted(gates):
+                gates[t].tau = tau
+                gates[t].resample_(generator)
+            recon = batch_loss(model, {t: gates[t](w0[t]) for t in targets}, next(stream), loss_fn)
+            kl = _kl_term(gates, p0, config.kl_reduction)
+            loss = recon + beta * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % config.log_every == 0 or step == config.steps - 1:
+                hard = _harden(gates, k, counts)
+                entry = {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "recon": float(recon.detach()),
+                    "kl": float(kl.detach()),
+                    "beta": beta,
+                    "tau": tau,
+                    "expected_density": _expected_density(gates),
+                    "hamming": None if previous is None else _hamming(previous, hard),
+                }
+                if eval_set:
+                    entry["eval_loss"] = _eval_hard(model, w0, hard, eval_set, loss_fn)
+                history.append(entry)
+                previous = hard
+    masks = _harden(gates, k, counts)
+    masks.metadata["pun"] = {"last": history[-1], "config": dataclasses.asdict(config)}
+    return masks, history
+
+
+def _real_dtype(w: torch.Tensor) -> torch.dtype:
+    return w.real.dtype if w.is_complex() else w.dtype
+
+
+@torch.no_grad()
+def _expected_density(gates: Mapping[str, LogitGate]) -> float:
+    kept = sum(float(g.probabilities().sum()) for g in gates.values())
+    return kept / sum(g.logits.numel() for g in gates.values())
+
+
+def _hamming(a: Masks, b: Masks) -> int:
+    return int(sum(int((a[n] != b[n]).sum()) for n in a))
+
+
+@torch.no_grad()
+def _eval_hard(model, w0, hard: Masks, batches, loss_fn) -> float:
+    weights = {t: w0[t] * hard[t].to(w0[t].device) for t in w0}
+    losses = [float(batch_loss(model, weights, b, loss_fn)) for b in batches]
+    return sum(losses) / len(losses)

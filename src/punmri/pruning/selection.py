@@ -1,0 +1,115 @@
+"""Turn scores into masks: keep exactly k entries, globally or with fixed per-layer counts.
+
+Higher score = keep. Ties are broken deterministically: entries are laid out in one flat vector in
+sorted-name order (row-major within a tensor) and ranked by (score descending, flat index ascending).
+Entries already pruned in ``current`` never compete, so iterative pruning cannot revive a weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from punmri.errors import InputError
+from punmri.pruning.masks import Masks
+
+
+def _check_scores(scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor] | None):
+    if not isinstance(scores, Mapping) or not scores:
+        raise InputError("scores must be a non-empty dict of parameter name -> tensor")
+    for name, s in scores.items():
+        if not isinstance(s, torch.Tensor) or s.is_complex():
+            raise InputError(f"score of {name!r} must be a real tensor")
+        if torch.isnan(s).any():
+            raise InputError(f"score of {name!r} contains NaN")
+    if current is not None:
+        if set(current) != set(scores):
+            raise InputError(
+                "current masks and scores must name the same tensors; "
+                f"only in scores {sorted(set(scores) - set(current))}, "
+                f"only in current {sorted(set(current) - set(scores))}"
+            )
+        for name, m in current.items():
+            if tuple(m.shape) != tuple(scores[name].shape):
+                raise InputError(f"current mask of {name!r} has shape {tuple(m.shape)}, "
+                                 f"score has {tuple(scores[name].shape)}")
+
+
+def _rank_keep(flat: torch.Tensor, alive: torch.Tensor, k: int, what: str) -> torch.Tensor:
+    """Bool vector keeping the k best alive entries of ``flat`` (ties: lower index first)."""
+    n_alive = int(alive.sum())
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"k must be a non-negative int, got {k!r}")
+    if k > n_alive:
+        raise InputError(f"cannot keep k={k} entries of {what}: only {n_alive} survive")
+    idx = torch.nonzero(alive).flatten()
+    order = torch.sort(flat[idx], descending=True, stable=True).indices
+    keep = torch.zeros_like(alive)
+    keep[idx[order[:k]]] = True
+    return keep
+
+
+def _flatten(scores, current):
+    names = sorted(scores)
+    flat = torch.cat([scores[n].detach().to("cpu", torch.float64).flatten() for n in names])
+    if current is None:
+        alive = torch.ones(flat.numel(), dtype=torch.bool)
+    else:
+        alive = torch.cat([current[n].to("cpu", torch.bool).flatten() for n in names])
+    return names, flat, alive
+
+
+def _unflatten(names, scores, keep) -> dict[str, torch.Tensor]:
+    out, start = {}, 0
+    for n in names:
+        numel = scores[n].numel()
+        out[n] = keep[start : start + numel].view(scores[n].shape).clone()
+        start += numel
+    return out
+
+
+def select_top_k(
+    scores: Mapping[str, torch.Tensor], k: int, current: Mapping[str, torch.Tensor] | None = None
+) -> Masks:
+    """Keep exactly ``k`` entries over all tensors: the highest scores among survivors.
+
+    Args:
+        scores: ``{name: real tensor}``; higher = keep; ``-inf`` allowed, NaN rejected.
+        k: number of entries to keep overall.
+        current: optional masks of the same names/shapes; only its True entries may be kept.
+
+    Returns:
+        :class:`Masks` with ``k`` True entries (empty metadata).
+
+    Raises:
+        InputError: on NaN scores, mismatched ``current`` or ``k`` above the surviving count.
+    """
+    _check_scores(scores, current)
+    names, flat, alive = _flatten(scores, current)
+    keep = _rank_keep(flat, alive, k, "all tensors")
+    return Masks(_unflatten(names, scores, keep))
+
+
+def select_by_counts(
+    scores: Mapping[str, torch.Tensor],
+    counts: Mapping[str, int],
+    current: Mapping[str, torch.Tensor] | None = None,
+) -> Masks:
+    """Keep exactly ``counts[name]`` entries in each tensor, ranked within that tensor.
+
+    Same tie-breaking and no-revival rule as :func:`select_top_k`.
+    """
+    _check_scores(scores, current)
+    if set(counts) != set(scores):
+        raise InputError("counts and scores must name the same tensors")
+    out = {}
+    for name in sorted(scores):
+        s = scores[name].detach().to("cpu", torch.float64).flatten()
+        alive = (
+            torch.ones(s.numel(), dtype=torch.bool)
+            if current is None
+            else current[name].to("cpu", torch.bool).flatten()
+        )
+        out[name] = _rank_keep(s, alive, counts[name], repr(name)).view(scores[name].shape)
+    return Masks(out)

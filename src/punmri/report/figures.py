@@ -1,0 +1,98 @@
+"""Report figures (matplotlib, Agg backend): reconstruction grids and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def reconstruction_grid(
+    targets: np.ndarray,
+    recons: dict[str, np.ndarray],
+    path: Path,
+    title: str = "",
+    error_scale: float | None = None,
+) -> Path:
+    """Grid of magnitude images: rows = slices; columns = target then each method, with a second
+    row per slice of absolute error maps on one shared scale (default: 99th percentile of all
+    errors).
+
+    Args:
+        targets: complex or magnitude ``(N, H, W)``.
+        recons: method -> ``(N, H, W)`` reconstructions in the same order.
+    """
+    n = targets.shape[0]
+    names = list(recons)
+    cols = 1 + len(names)
+    mags = {k: np.abs(v) for k, v in recons.items()}
+    tmag = np.abs(targets)
+    errors = {k: np.abs(v - tmag) for k, v in mags.items()}
+    if error_scale is None:
+        error_scale = float(np.percentile(np.concatenate([e.ravel() for e in errors.values()]), 99))
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.7 * cols, 3.4 * n), squeeze=False)
+    for i in range(n):
+        vmax = float(tmag[i].max())
+        axes[2 * i, 0].imshow(tmag[i], cmap="gray", vmin=0, vmax=vmax)
+        axes[2 * i, 0].set_title("reference", fontsize=8)
+        for j, name in enumerate(names, start=1):
+            axes[2 * i, j].imshow(mags[name][i], cmap="gray", vmin=0, vmax=vmax)
+            axes[2 * i, j].set_title(name, fontsize=8)
+            axes[2 * i + 1, j].imshow(errors[name][i], cmap="inferno", vmin=0, vmax=error_scale)
+        axes[2 * i + 1, 0].text(
+            0.5, 0.5, f"|error|\n0..{error_scale:.3f}", ha="center", va="center", fontsize=8
+        )
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def training_curves(histories: dict[str, Sequence[dict]], path: Path) -> Path:
+    """Training loss and validation PSNR against step for each trained model."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, history in histories.items():
+        steps = [h["step"] for h in history if "loss" in h]
+        losses = [h["loss"] for h in history if "loss" in h]
+        (line,) = ax_loss.plot(steps, losses, lw=1, label=name)
+        vsteps = [h["step"] for h in history if "val_psnr" in h]
+        vals = [h["val_psnr"] for h in history if "val_psnr" in h]
+        ax_val.plot(vsteps, vals, "o-", ms=3, lw=1, color=line.get_color(), label=name)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_val.set_xlabel("step")
+    ax_val.set_ylabel("validation PSNR (dB)")
+    ax_val.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def montage(images: np.ndarray, path: Path, columns: int = 6) -> Path:
+    """A grid of magnitude images ``(N, H, W)`` (each scaled to its own maximum)."""
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image in zip(axes.ravel(), images, strict=False):
+        ax.imshow(np.abs(image), cmap="gray")
+    fig.tight_layout()
+    return _save(fig, path)

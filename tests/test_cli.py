@@ -1,0 +1,71 @@
+"""CLI smoke tests on tiny phantom data: run, resume, refusal to clobber, eval, recon, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from punmri.cli.main import main
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["run", "--out", str(out), "--no-progress", *TINY]) == 0
+    return out
+
+
+def test_run_writes_contract(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for method in ("dense", "zero-filled", "cs-l1"):
+        entry = metrics["methods"][method]["suites"]["id"]
+        assert {"psnr", "ssim", "nmse", "n"} <= set(entry) and entry["n"] == 2
+    assert (trained_run / "report.md").read_text().startswith("# punmri report")
+    assert "<img" in (trained_run / "report.html").read_text()
+    assert (trained_run / "eval" / "slices.csv").is_file()
+
+
+def test_rerun_resumes_and_different_config_is_refused(trained_run, capsys):
+    before = (trained_run / "models/dense/seed0/train/done.json").read_text()
+    assert main(["run", "--out", str(trained_run), "--no-progress", *TINY]) == 0
+    assert (trained_run / "models/dense/seed0/train/done.json").read_text() == before
+    code = main(["run", "--out", str(trained_run), "--no-progress", *TINY, "train.steps=9"])
+    assert code == 2
+    assert "different config" in capsys.readouterr().err
+    assert json.loads((trained_run / "metrics.json").read_text())["config"]["train"]["steps"] == 6
+
+
+def test_eval_on_extra_source_and_recon(trained_run, tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "extra.npy", rng.uniform(size=(2, 30, 30)).astype(np.float32))
+    out = tmp_path / "eval"
+    code = main(["eval", "--run", str(trained_run), "--data", str(tmp_path / "extra.npy"),
+                 "--out", str(out), "--no-progress", "physics.acceleration=6"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]["dense"]["suites"]) == {"id", "extra"}
+    assert metrics["config"]["physics"]["acceleration"] == 6
+    rec = tmp_path / "recon.npy"
+    assert main(["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy"),
+                 "--out", str(rec)]) == 0
+    images = np.load(rec)
+    assert images.shape == (2, 24, 20) and np.iscomplexobj(images)
+    assert main(["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy"),
+                 "--out", str(rec)]) == 2  # refuses to overwrite
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "x"), "train.bogus=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("punmri: error: unknown config key train.bogus") and "\n" not in err
+    assert main(["eval", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    assert "not a punmri run directory" in capsys.readouterr().err
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    assert main(["run", "--out", str(tmp_path / "foreign"), *TINY]) == 2
+    assert "is not a punmri run" in capsys.readouterr().err
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"

@@ -1,0 +1,53 @@
+"""Configuration: YAML + overrides, validation with actionable errors, round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from punmri.config import RunConfig, load_config, save_config, to_dict
+from punmri.errors import InputError
+
+
+def test_overrides_convert_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 7\nphysics:\n  acceleration: 6\n")
+    cfg = load_config(path, ["data.image_size=[32,40]", "physics.snr_db=null", "seeds=[1,2]"])
+    assert cfg.train.steps == 7 and cfg.physics.acceleration == 6.0
+    assert cfg.data.image_size == (32, 40) and cfg.physics.snr_db is None
+    assert cfg.seeds == (1, 2)
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["model.channels=8", "methods=[dense]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert to_dict(RunConfig()) == to_dict(load_config(None))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stepz=1", "unknown config key train.stepz"),
+        ("model.denoiser=vit", "model.denoiser: 'vit' is not one of"),
+        ("train.steps=abc", "train.steps: expected an integer"),
+        ("train.augment=maybe", "train.augment: expected true/false"),
+        ("data.image_size=[1,2,3]", "data.image_size: expected 2 values"),
+        ("nonsense", "must look like section.key=value"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(InputError, match="mapping"):
+        load_config(scalar)

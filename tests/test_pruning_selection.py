@@ -1,0 +1,118 @@
+"""Selection (exact k, ties, no revival), per-layer allocation and IMP helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from punmri.errors import InputError
+from punmri.pruning import (
+    Masks,
+    erk_densities,
+    imp_density_schedule,
+    layer_counts,
+    magnitude_prune_step,
+    select_by_counts,
+    select_top_k,
+)
+
+
+def test_top_k_ties_broken_by_sorted_name_then_index():
+    scores = {"b": torch.ones(3), "a": torch.ones(2)}
+    masks = select_top_k(scores, 3)
+    assert masks["a"].tolist() == [True, True]
+    assert masks["b"].tolist() == [True, False, False]
+    # insertion order of the dict does not matter
+    again = select_top_k({"a": torch.ones(2), "b": torch.ones(3)}, 3)
+    assert again.equals(masks)
+
+
+def test_top_k_keeps_highest_scores_exactly_k():
+    scores = {"w": torch.tensor([[0.1, 5.0], [3.0, -1.0]]), "v": torch.tensor([4.0, -torch.inf])}
+    masks = select_top_k(scores, 3)
+    assert masks["w"].tolist() == [[False, True], [True, False]]
+    assert masks["v"].tolist() == [True, False]
+    assert masks.kept == 3
+
+
+def test_top_k_never_revives():
+    scores = {"w": torch.tensor([9.0, 8.0, 1.0, 0.5])}
+    current = Masks({"w": torch.tensor([False, True, True, True])})
+    masks = select_top_k(scores, 2, current)
+    assert masks["w"].tolist() == [False, True, True, False]
+    with pytest.raises(InputError, match="only 3 survive"):
+        select_top_k(scores, 4, current)
+
+
+def test_top_k_bad_input():
+    with pytest.raises(InputError, match="NaN"):
+        select_top_k({"w": torch.tensor([1.0, float("nan")])}, 1)
+    with pytest.raises(InputError):
+        select_top_k({"w": torch.ones(2)}, -1)
+    with pytest.raises(InputError):
+        select_top_k({"w": torch.ones(2)}, 1, Masks({"v": torch.ones(2, dtype=torch.bool)}))
+
+
+def test_select_by_counts_ranks_within_layer():
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([10.0, 20.0])}
+    masks = select_by_counts(scores, {"a": 2, "b": 0})
+    assert masks["a"].tolist() == [False, True, True]
+    assert masks["b"].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.333, 0.5, 0.97, 1.0])
+@pytest.mark.parametrize("allocation", ["uniform", "erk"])
+def test_layer_counts_sum_exactly(density, allocation):
+    shapes = {"c1": [16, 1, 3, 3], "c2": [16, 16, 3, 3], "c3": [1, 16, 1, 1], "fc": [10, 7]}
+    numels = {n: math.prod(s) for n, s in shapes.items()}
+    counts = layer_counts(numels, density, allocation, shapes)
+    assert sum(counts.values()) == round(density * sum(numels.values()))
+    assert all(0 <= counts[n] <= numels[n] for n in numels)
+
+
+def test_layer_counts_global_is_none_and_errors():
+    assert layer_counts({"a": 10}, 0.5, "global") is None
+    with pytest.raises(InputError, match="allocation"):
+        layer_counts({"a": 10}, 0.5, "nope")
+    with pytest.raises(InputError, match="density"):
+        layer_counts({"a": 10}, 0.0, "uniform")
+    with pytest.raises(InputError, match="shapes"):
+        layer_counts({"a": 10}, 0.5, "erk")
+
+
+def test_erk_caps_small_layers_at_one():
+    shapes = {"small": [2, 1, 1, 1], "big": [64, 64, 3, 3]}
+    dens = erk_densities(shapes, 0.5)
+    assert dens["small"] == 1.0
+    total = sum(math.prod(s) for s in shapes.values())
+    kept = sum(dens[n] * math.prod(s) for n, s in shapes.items())
+    assert kept == pytest.approx(0.5 * total)
+    # ERK density is inversely related to the layer's size
+    dens2 = erk_densities({"a": [8, 8, 3, 3], "b": [32, 32, 3, 3]}, 0.1)
+    assert dens2["a"] > dens2["b"]
+
+
+def test_imp_schedule_geometric():
+    sched = imp_density_schedule(0.125, 3)
+    assert sched == pytest.approx([0.5, 0.25, 0.125])
+    assert sched[-1] == 0.125
+    with pytest.raises(InputError):
+        imp_density_schedule(0.1, 0)
+
+
+def test_magnitude_prune_step_among_survivors():
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[4.0, 3.0, 2.0, 1.0]]))
+    first = magnitude_prune_step(model, None, 0.75)
+    assert first["weight"].tolist() == [[True, True, True, False]]
+    # make the pruned weight the largest: it still must not come back
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 3.0, 2.0, 9.0]]))
+    second = magnitude_prune_step(model, first, 0.5)
+    assert second["weight"].tolist() == [[False, True, True, False]]
+    with pytest.raises(InputError, match="revive"):
+        magnitude_prune_step(model, second, 0.75)
