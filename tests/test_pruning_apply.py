@@ -36,8 +36,10 @@ class SharedNet(nn.Module):
 
 def _data(seed: int = 0, n: int = 2):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g))
-            for _ in range(n)]
+    return [
+        (torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g))
+        for _ in range(n)
+    ]
 
 
 def _model(seed: int = 0) -> SharedNet:

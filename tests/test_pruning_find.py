@@ -1,4 +1,4 @@
-"""find_mask: exact kept counts for every method x allocation, determinism, no side effects, errors."""
+"""find_mask: exact kept counts per method x allocation, determinism, no side effects, errors."""
 
 from __future__ import annotations
 
@@ -44,14 +44,22 @@ class SharedNet(nn.Module):
 
 def _data():
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g))
-            for _ in range(2)]
+    return [
+        (torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g))
+        for _ in range(2)
+    ]
 
 
 def _find(model, method, density, allocation="global", seed=0):
     return find_mask(
-        model, method, density, _data(), nn.functional.mse_loss, allocation=allocation,
-        generator=torch.Generator().manual_seed(seed), **FAST.get(method, {}),
+        model,
+        method,
+        density,
+        _data(),
+        nn.functional.mse_loss,
+        allocation=allocation,
+        generator=torch.Generator().manual_seed(seed),
+        **FAST.get(method, {}),
     )
 
 

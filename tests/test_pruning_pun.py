@@ -10,6 +10,7 @@ from torch import nn
 
 from punmri.errors import InputError
 from punmri.pruning import (
+    Masks,
     PunSearchConfig,
     apply,
     attach_gates,
@@ -22,6 +23,7 @@ from punmri.pruning import (
     pun_search,
     register_resample_hook,
     sample_concrete,
+    set_gate_mode_,
     set_temperature_,
     weight_parameters,
 )
@@ -94,26 +96,41 @@ def _teacher_student():
     return student, support, data
 
 
-def test_pun_recovers_known_support():
+def test_pun_recovers_known_support(tmp_path):
     student, support, data = _teacher_student()
     before = student.weight.detach().clone()
     masks = find_mask(
-        student, "pun", 0.25, data, nn.functional.mse_loss,
+        student,
+        "pun",
+        0.25,
+        data,
+        nn.functional.mse_loss,
         generator=torch.Generator().manual_seed(0),
-        steps=300, lr=0.05, beta=1e-3, log_every=50, eval_batches=1,
+        steps=300,
+        lr=0.05,
+        beta=1e-3,
+        log_every=50,
+        eval_batches=1,
     )
     assert torch.equal(masks["weight"], support)
     assert torch.equal(student.weight, before)
     last = masks.metadata["pun"]["last"]
     assert last["eval_loss"] < 1e-6
     assert last["hamming"] == 0
+    back = Masks.load(masks.save(tmp_path / "pun.pt"), student)
+    assert back.equals(masks) and back.metadata == masks.metadata
 
 
 def test_history_fields_and_hamming():
     student, _, data = _teacher_student()
-    cfg = PunSearchConfig(steps=21, log_every=10, beta_warmup=10)
+    cfg = PunSearchConfig(steps=21, log_every=10, beta=1.0, beta_warmup=10)
     _, history = pun_search(
-        student, ["weight"], data, nn.functional.mse_loss, 0.25, cfg,
+        student,
+        ["weight"],
+        data,
+        nn.functional.mse_loss,
+        0.25,
+        cfg,
         torch.Generator().manual_seed(0),
     )
     assert [h["step"] for h in history] == [0, 10, 20]
@@ -126,14 +143,26 @@ def test_history_fields_and_hamming():
 def test_config_validation_and_help():
     assert set(PunSearchConfig.help()) == set(PunSearchConfig.field_names())
     assert all(PunSearchConfig.help().values())
-    for bad in ({"steps": 0}, {"lr": -1.0}, {"tau1": 0.0}, {"kl_reduction": "max"},
-                {"init_prob": 1.0}, {"beta": float("nan")}, {"log_every": True}):
+    for bad in (
+        {"steps": 0},
+        {"lr": -1.0},
+        {"tau1": 0.0},
+        {"kl_reduction": "max"},
+        {"init_prob": 1.0},
+        {"beta": float("nan")},
+        {"log_every": True},
+    ):
         with pytest.raises(InputError, match="PunSearchConfig"):
             PunSearchConfig(**bad)
     with pytest.raises(InputError, match="re-iterable"):
         pun_search(
-            nn.Linear(2, 2), ["weight"], iter([(torch.ones(1, 2), torch.ones(1, 2))]),
-            nn.functional.mse_loss, 0.5, PunSearchConfig(steps=3), torch.Generator(),
+            nn.Linear(2, 2),
+            ["weight"],
+            iter([(torch.ones(1, 2), torch.ones(1, 2))]),
+            nn.functional.mse_loss,
+            0.5,
+            PunSearchConfig(steps=3),
+            torch.Generator(),
         )
 
 
@@ -156,7 +185,16 @@ def test_pun_wt_trains_weights_and_logits_then_hardens():
         loss.backward()
         opt.step()
     assert not torch.equal(student.parametrizations.weight.original, raw_before)
+    x = data[0][0]
+    hard = set_gate_mode_(student, "hard", 0.25)
+    raw = student.parametrizations.weight.original.detach()
+    assert torch.allclose(student(x), x @ (raw * hard["weight"]).t())
+    student.eval()
+    set_gate_mode_(student, "sample")
+    probs = torch.sigmoid(student.parametrizations.weight[0].logits.detach())
+    assert torch.allclose(student(x), x @ (raw * probs).t(), atol=1e-6)
     masks = harden(student, 0.25)
+    assert masks.equals(hard)
     assert masks.kept == 9
     assert set(student.state_dict()) == {"weight"}
     apply(student, masks)

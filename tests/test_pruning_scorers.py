@@ -32,7 +32,8 @@ def test_snip_hand_computed():
 
 
 def test_grasp_hand_computed():
-    # H = (2/n) X^T X = [[1,0,2],[0,1,1],[2,1,5]], g = [6, 1, 13] -> Hg = [32, 14, 78]; score = w * Hg
+    # H = (2/n) X^T X = [[1,0,2],[0,1,1],[2,1,5]], g = [6, 1, 13] -> Hg = [32, 14, 78]
+    # score = w * Hg
     model, data = _linear_problem()
     scores = SCORERS["grasp"](model, ["weight"], data, nn.functional.mse_loss, None)
     assert torch.allclose(scores["weight"], torch.tensor([[32.0, -28.0, 234.0]]))
@@ -119,10 +120,17 @@ class ComplexNet(nn.Module):
 
 
 class ScaleOp:
-    def __init__(self) -> None:
+    calls_moved: list[bool] = []  # test bookkeeping
+
+    def __init__(self, moved: bool = False) -> None:
         self.scale = torch.full((1, 1, 8, 8), 0.5 + 0.5j, dtype=torch.complex64)
+        self.moved = moved
+
+    def to(self, device: torch.device) -> ScaleOp:
+        return ScaleOp(moved=True)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        ScaleOp.calls_moved.append(self.moved)
         return y * self.scale.conj()
 
 
@@ -136,6 +144,7 @@ def test_synflow_with_complex_tuple_inputs_from_data():
 
 
 def test_snip_with_complex_tuple_inputs():
+    ScaleOp.calls_moved.clear()
     model = ComplexNet()
     y = torch.randn(2, 1, 8, 8, dtype=torch.complex64)
     data = [((y, ScaleOp()), torch.zeros(2, 1, 8, 8, dtype=torch.complex64))]
@@ -144,6 +153,7 @@ def test_snip_with_complex_tuple_inputs():
         return (out - tgt).abs().pow(2).mean()
 
     scores = SCORERS["snip"](model, ["conv.weight"], data, loss, None)
+    assert ScaleOp.calls_moved == [True]  # the operator went through .to(device) like tensors
     assert torch.isfinite(scores["conv.weight"]).all() and scores["conv.weight"].sum() > 0
 
 

@@ -8,8 +8,8 @@
 - :mod:`~punmri.pruning.masks`: :class:`Masks`, a validated, savable dict of bool tensors.
 - :mod:`~punmri.pruning.apply` / :mod:`~punmri.pruning.checkpoint`: masks as parametrizations,
   pruned entries kept at exactly zero, checkpoints with plain names.
-- :mod:`~punmri.pruning.pun` / :mod:`~punmri.pruning.pun_wt`: the paper's Gumbel mask search (PUN-IT,
-  PUN-AT) and joint training of weights and mask logits (PUN-WT).
+- :mod:`~punmri.pruning.pun` / :mod:`~punmri.pruning.pun_wt`: the paper's Gumbel mask search
+  (PUN-IT, PUN-AT) and joint training of weights and mask logits (PUN-WT).
 - :mod:`~punmri.pruning.imp`: iterative magnitude pruning steps and schedule.
 - :func:`find_mask`: one call for every method, with cost accounting.
 """
@@ -39,6 +39,7 @@ from punmri.pruning.pun_wt import (
     harden,
     register_resample_hook,
     resample_,
+    set_gate_mode_,
     set_temperature_,
     weight_parameters,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "sample_concrete",
     "select_by_counts",
     "select_top_k",
+    "set_gate_mode_",
     "set_temperature_",
     "weight_parameters",
     "zero_pruned_",

@@ -1,4 +1,4 @@
-"""How many entries each layer keeps: global, uniform or ERK allocation with exact integer counts."""
+"""How many entries each layer keeps: global, uniform or ERK allocation, exact integer counts."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def kept_count(total: int, density: float) -> int:
     return int(round(check_density(density) * total))
 
 
-def largest_remainder(raw: Mapping[str, float], total: int, caps: Mapping[str, int]) -> dict[str, int]:
+def largest_remainder(
+    raw: Mapping[str, float], total: int, caps: Mapping[str, int]
+) -> dict[str, int]:
     """Integer counts close to the real-valued ``raw`` that sum to exactly ``total``.
 
     Each name gets ``floor(raw)``; the remaining units go one at a time to the largest fractional
@@ -55,10 +57,10 @@ def largest_remainder(raw: Mapping[str, float], total: int, caps: Mapping[str, i
 def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
     """Per-layer densities of Erdős–Rényi–Kernel allocation (Evci et al. 2020, "RigL").
 
-    Layer ``l`` gets density ``eps * sum(shape_l) / prod(shape_l)`` (for a conv ``(n_out, n_in, h, w)``
-    that is ``eps * (n_out + n_in + h + w) / (n_out n_in h w)``), with ``eps`` chosen so that the kept
-    count matches ``density`` overall. Layers whose density would exceed 1 are made dense one at a
-    time (largest first) and ``eps`` is recomputed over the rest.
+    Layer ``l`` gets density ``eps * sum(shape_l) / prod(shape_l)`` (for a conv weight of shape
+    ``(n_out, n_in, h, w)`` that is ``eps * (n_out + n_in + h + w) / (n_out n_in h w)``), with
+    ``eps`` chosen so that the kept count matches ``density`` overall. Layers whose density would
+    exceed 1 are made dense one at a time (largest first) and ``eps`` is recomputed over the rest.
     """
     density = check_density(density)
     numel = {n: math.prod(s) for n, s in shapes.items()}

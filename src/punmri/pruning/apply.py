@@ -1,10 +1,11 @@
 """Apply masks to a model as a re-parametrization, and keep pruned entries at exactly zero.
 
 After :func:`apply`, ``module.weight`` is computed as ``original * mask`` on every access (use
-``torch.nn.utils.parametrize.cached()`` around a forward that reads a shared weight K times to compute
-it once), so gradients of pruned entries of ``original`` are zero. Momentum and (coupled or decoupled)
-weight decay could still move a raw entry that was non-zero or had optimizer state before pruning;
-:func:`register_optimizer_hook` re-zeroes pruned raw entries after every optimizer step.
+``torch.nn.utils.parametrize.cached()`` around a forward that reads a shared weight K times to
+compute it once), so gradients of pruned entries of ``original`` are zero. Momentum and (coupled or
+decoupled) weight decay could still move a raw entry that was non-zero or had optimizer state
+before pruning; :func:`register_optimizer_hook` re-zeroes pruned raw entries after every
+optimizer step.
 """
 
 from __future__ import annotations
@@ -63,12 +64,12 @@ def _check_untied(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
 def apply(model: nn.Module, masks: Masks) -> nn.Module:
     """Mask ``model`` in place and return it.
 
-    Registers :class:`MaskParametrization` on every masked tensor (or replaces the mask of one already
-    there) and zeroes the raw tensor wherever the mask is False.
+    Registers :class:`MaskParametrization` on every masked tensor (or replaces the mask of one
+    already there) and zeroes the raw tensor wherever the mask is False.
 
     Raises:
-        InputError: when ``masks`` do not fit ``model`` (see :meth:`Masks.check_fits`) or a target is
-            a tensor tied between two modules.
+        InputError: when ``masks`` do not fit ``model`` (see :meth:`Masks.check_fits`) or a target
+            is a tensor tied between two modules.
     """
     if not isinstance(masks, Masks):
         raise InputError("masks must be a punmri.pruning.Masks")
@@ -81,9 +82,7 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
             existing.mask.copy_(mask.to(existing.mask.device))
         else:
             device = getattr(module, attr).device
-            parametrize.register_parametrization(
-                module, attr, MaskParametrization(mask.to(device))
-            )
+            parametrize.register_parametrization(module, attr, MaskParametrization(mask.to(device)))
     zero_pruned_(model)
     return model
 
@@ -150,4 +149,3 @@ def remove(model: nn.Module) -> Masks:
     for _, module, attr, _ in masked_tensors(model):
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
     return masks
-

@@ -16,7 +16,9 @@ from torch.func import functional_call
 from punmri.errors import InputError
 
 
-def call_model(model: nn.Module, inputs: Any, weights: dict[str, torch.Tensor] | None = None) -> Any:
+def call_model(
+    model: nn.Module, inputs: Any, weights: dict[str, torch.Tensor] | None = None
+) -> Any:
     """``model(*inputs)`` for a tuple, else ``model(inputs)``.
 
     With ``weights`` (``{functional name: tensor}``) the model runs through
@@ -30,13 +32,16 @@ def call_model(model: nn.Module, inputs: Any, weights: dict[str, torch.Tensor] |
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
-    """Move every tensor in ``obj`` (a tensor, or nested tuple/list) to ``device``."""
+    """Move ``obj`` to ``device``: tensors, nested tuples/lists of them, and objects with a
+    ``.to(device)`` method such as an MRI operator (modules excepted); anything else unchanged."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, tuple):
         return tuple(move_to(o, device) for o in obj)
     if isinstance(obj, list):
         return [move_to(o, device) for o in obj]
+    if not isinstance(obj, nn.Module) and callable(getattr(obj, "to", None)):
+        return obj.to(device)
     return obj
 
 

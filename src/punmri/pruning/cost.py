@@ -45,9 +45,9 @@ def _first_grad_tensor(output: Any) -> torch.Tensor | None:
 def count_passes(model: nn.Module) -> Iterator[PassCount]:
     """Count calls of ``model`` and gradient flows back through its output inside the block.
 
-    A forward pass is one call of ``model`` (also of a ``copy.deepcopy`` made inside the block, which
-    inherits the hook). A backward pass is one traversal of the autograd graph that reaches the
-    model's output; a Hessian-gradient product (double backprop, GraSP) counts as one more.
+    A forward pass is one call of ``model`` (also of a ``copy.deepcopy`` made inside the block,
+    which inherits the hook). A backward pass is one traversal of the autograd graph that reaches
+    the model's output; a Hessian-gradient product (double backprop, GraSP) counts as one more.
     """
     count = PassCount(_start=time.perf_counter())
 

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from punmri.errors import InputError
-from punmri.pruning.allocation import ALLOCATIONS, Allocation, check_density, kept_count, layer_counts
+from punmri.pruning.allocation import (
+    ALLOCATIONS,
+    Allocation,
+    check_density,
+    kept_count,
+    layer_counts,
+)
 from punmri.pruning.batches import take_batches
 from punmri.pruning.cost import count_passes
 from punmri.pruning.masks import Masks

@@ -1,4 +1,4 @@
-"""Running a model with substitute target weights (scorers and mask search; the model is untouched)."""
+"""Run a model with substitute target weights (scorers, mask search); the model is untouched."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ class LogitGate(nn.Module):
         super().__init__()
         self.logits = nn.Parameter(logits.detach().clone())
         self.register_buffer("noise", torch.zeros_like(self.logits), persistent=False)
-        self.register_buffer("hard", torch.ones_like(self.logits, dtype=torch.bool), persistent=False)
+        hard = torch.ones_like(self.logits, dtype=torch.bool)
+        self.register_buffer("hard", hard, persistent=False)
         self.tau = float(tau)
         self.mode: GateMode = "sample"
 

@@ -1,4 +1,4 @@
-"""Iterative magnitude pruning (Frankle & Carbin 2019) helpers: one pruning step and the schedule."""
+"""Iterative magnitude pruning (Frankle & Carbin 2019): one pruning step and the schedule."""
 
 from __future__ import annotations
 

@@ -21,12 +21,12 @@ FORMAT = "punmri.masks/1"
 class Masks(Mapping[str, torch.Tensor]):
     """Read-only mapping ``parameter name -> bool tensor of that parameter's shape``.
 
-    ``True`` keeps an entry, ``False`` prunes it. Tensors live on the CPU; entries are sorted by name.
+    ``True`` keeps an entry, ``False`` prunes it. Tensors live on the CPU, sorted by name.
 
     Attributes:
         metadata: JSON-friendly dict: ``method``, ``density`` (requested), ``seed``, ``signature``
-            (sorted ``[[name, shape], ...]`` of the targets), ``targets`` (the filter that chose them),
-            ``cost`` and method diagnostics, as far as the producer knows them.
+            (sorted ``[[name, shape], ...]`` of the targets), ``targets`` (the filter that chose
+            them), ``cost`` and method diagnostics, as far as the producer knows them.
     """
 
     def __init__(
@@ -124,9 +124,9 @@ class Masks(Mapping[str, torch.Tensor]):
     def check_fits(self, model: nn.Module, targets: Sequence[str] | None = None) -> None:
         """Raise :class:`InputError` unless these masks fit ``model``.
 
-        Checks that every mask names a tensor of ``model`` with the same shape, and that no expected
-        target lacks a mask. Expected targets are ``targets`` when given, else the ones the filter in
-        ``metadata["targets"]`` selects on ``model`` (skipped when that metadata is absent).
+        Checks that every mask names a tensor of ``model`` with the same shape, and that no
+        expected target lacks a mask. Expected targets are ``targets`` when given, else those the
+        filter in ``metadata["targets"]`` selects on ``model`` (skipped when that is absent).
         """
         extra, misshaped = [], []
         for name, mask in self._masks.items():
@@ -181,7 +181,7 @@ class Masks(Mapping[str, torch.Tensor]):
 
     # storage
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write masks and metadata with :func:`torch.save`, atomically (temp file + ``os.replace``)."""
+        """Write masks and metadata with :func:`torch.save`, atomically via ``os.replace``."""
         path = Path(path)
         if path.is_dir():
             raise InputError(f"mask path {str(path)!r} is a directory; give a file name")
@@ -205,11 +205,17 @@ class Masks(Mapping[str, torch.Tensor]):
             raise InputError(f"mask file {str(path)!r} does not exist")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise InputError(f"mask file {str(path)!r} is not a readable torch file: {exc}") from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        except Exception as exc:  # any unpickling failure means a bad file
+            raise InputError(
+                f"mask file {str(path)!r} is not a readable torch file: {exc}"
+            ) from exc
+        if (
+            not isinstance(payload, dict)
+            or payload.get("format") != FORMAT
+            or not isinstance(payload.get("masks"), dict)
+        ):
             raise InputError(f"mask file {str(path)!r} is not a punmri mask file ({FORMAT})")
-        masks = cls(payload["masks"], payload.get("metadata", {}))
+        masks = cls(payload["masks"], payload.get("metadata") or {})
         if model is not None:
             masks.check_fits(model)
         return masks

@@ -4,16 +4,18 @@ Objective per step, for one batch ``(x, y)`` and one binary concrete mask sample
 
     loss(f(x; w0 * m), y) + beta_t * KL,   KL = reduce_j KL(Bern(p_j) || Bern(p0_j))
 
-``loss`` is the user's ``loss_fn`` (a batch mean, e.g. MSE); ``reduce`` is the mean over all prunable
-entries (``kl_reduction="mean"``, default: ``beta`` does not scale with the model size) or their sum
-(``"sum"``, the paper's formula). ``p0`` is the target density (per layer when an allocation fixes
-per-layer counts). Adam updates the logits only; the temperature decays exponentially from ``tau0``
-to ``tau1``; ``beta`` optionally ramps up linearly over ``beta_warmup`` steps. The final mask keeps
-the top ``round(density * total)`` entries by logit (equivalently by ``p``, without the ties that
-saturated float probabilities would create), ties broken as in :mod:`punmri.pruning.selection`.
+``loss`` is the user's ``loss_fn`` (a batch mean, e.g. MSE); ``reduce`` is the mean over all
+prunable entries (``kl_reduction="mean"``, default: ``beta`` does not scale with the model size)
+or their sum (``"sum"``, the paper's formula). ``p0`` is the target density (per layer when an
+allocation fixes per-layer counts). ``beta`` sets the balance against the scale of the loss: watch
+``expected_density`` in the history (it should settle near ``p0``). Adam updates the logits only;
+the temperature decays exponentially from ``tau0`` to ``tau1``; ``beta`` optionally ramps up
+linearly over ``beta_warmup`` steps. The final mask keeps the top ``round(density * total)``
+entries by logit (equivalently by ``p``, without the ties that saturated float probabilities would
+create), ties broken as in :mod:`punmri.pruning.selection`.
 
-PUN-IT is this search on freshly initialised weights, PUN-AT the same call on trained weights; PUN-WT
-(weights learned jointly) uses :mod:`punmri.pruning.pun_wt`.
+PUN-IT is this search on freshly initialised weights, PUN-AT the same call on trained weights;
+PUN-WT (weights learned jointly) uses :mod:`punmri.pruning.pun_wt`.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ def _help(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PunSearchConfig:
-    """Every knob of :func:`pun_search`; ``PunSearchConfig.help()`` lists the one-line help texts."""
+    """Every knob of :func:`pun_search`; ``PunSearchConfig.help()`` gives one-line help texts."""
 
     steps: int = field(default=2000, metadata=_help("number of Adam steps on the logits"))
     lr: float = field(default=1e-2, metadata=_help("Adam learning rate of the logits"))
     tau0: float = field(default=1.0, metadata=_help("concrete temperature at the first step"))
     tau1: float = field(default=0.2, metadata=_help("concrete temperature at the last step"))
-    beta: float = field(default=1.0, metadata=_help("weight of the KL prior term"))
+    beta: float = field(default=1e-2, metadata=_help("weight of the KL prior term"))
     beta_warmup: int = field(
         default=0, metadata=_help("steps over which beta ramps linearly from 0 (0 = constant)")
     )
@@ -63,23 +65,26 @@ class PunSearchConfig:
     init_noise: float = field(
         default=1e-3, metadata=_help("std of Gaussian noise added to the initial logits")
     )
-    log_every: int = field(default=10, metadata=_help("log diagnostics every N steps (and last)"))
+    log_every: int = field(default=50, metadata=_help("log diagnostics every N steps (and last)"))
     eval_batches: int = field(
-        default=0, metadata=_help("batches to evaluate the hard top-s mask on at each log (0 = off)")
+        default=0, metadata=_help("batches to evaluate the hard top-s mask on per log (0 = off)")
     )
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InputError(f"PunSearchConfig.{name} must be an int >= {minimum}, got {value!r}")
+                raise InputError(
+                    f"PunSearchConfig.{name} must be an int >= {minimum}, got {value!r}"
+                )
 
         def positive(name: str, value: Any, allow_zero: bool = False) -> None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
             if not ok:
                 bound = ">= 0" if allow_zero else "> 0"
-                raise InputError(f"PunSearchConfig.{name} must be a finite number {bound}, "
-                                 f"got {value!r}")
+                raise InputError(
+                    f"PunSearchConfig.{name} must be a finite number {bound}, got {value!r}"
+                )
 
         positive_int("steps", self.steps, 1)
         positive_int("beta_warmup", self.beta_warmup, 0)
@@ -97,8 +102,9 @@ class PunSearchConfig:
         if self.init_prob is not None and not (
             isinstance(self.init_prob, (int, float)) and 0.0 < self.init_prob < 1.0
         ):
-            raise InputError(f"PunSearchConfig.init_prob must be in (0, 1) or None, "
-                             f"got {self.init_prob!r}")
+            raise InputError(
+                f"PunSearchConfig.init_prob must be in (0, 1) or None, got {self.init_prob!r}"
+            )
 
     @classmethod
     def help(cls) -> dict[str, str]:
@@ -131,14 +137,14 @@ def _priors(
     return {t: counts[t] / numels[t] for t in numels}
 
 
-def _harden(
-    gates: Mapping[str, LogitGate], k: int, counts: Mapping[str, int] | None
-) -> Masks:
+def _harden(gates: Mapping[str, LogitGate], k: int, counts: Mapping[str, int] | None) -> Masks:
     logits = {t: g.logits.detach() for t, g in gates.items()}
     return select_top_k(logits, k) if counts is None else select_by_counts(logits, counts)
 
 
-def _kl_term(gates: Mapping[str, LogitGate], p0: Mapping[str, float], reduction: str):
+def _kl_term(
+    gates: Mapping[str, LogitGate], p0: Mapping[str, float], reduction: str
+) -> torch.Tensor:
     total = sum(g.kl(p0[t]).sum() for t, g in gates.items())
     if reduction == "mean":
         total = total / sum(g.logits.numel() for g in gates.values())
@@ -248,7 +254,13 @@ def _hamming(a: Masks, b: Masks) -> int:
 
 
 @torch.no_grad()
-def _eval_hard(model, w0, hard: Masks, batches, loss_fn) -> float:
+def _eval_hard(
+    model: nn.Module,
+    w0: Mapping[str, torch.Tensor],
+    hard: Masks,
+    batches: Sequence[tuple[Any, Any]],
+    loss_fn: LossFn,
+) -> float:
     weights = {t: w0[t] * hard[t].to(w0[t].device) for t in w0}
     losses = [float(batch_loss(model, weights, b, loss_fn)) for b in batches]
     return sum(losses) / len(losses)

@@ -2,11 +2,12 @@
 
 Usage with any training loop::
 
-    attach_gates(model, density, generator=g)          # LogitGate on every target, weights trainable
-    opt = Adam([{"params": weight_parameters(model)}, {"params": gate_parameters(model), "lr": 1e-2}])
-    register_resample_hook(opt, model, g)               # a fresh concrete sample after every step
-    loss = loss_fn(model(x), y) + beta * gate_kl(model, p0)   # per step; set_temperature_ to anneal
-    masks = harden(model, density)                      # plain model again; then apply(model, masks)
+    attach_gates(model, density, generator=g)  # a LogitGate on every target; weights trainable
+    opt = Adam([{"params": weight_parameters(model)},
+                {"params": gate_parameters(model), "lr": 1e-2}])
+    register_resample_hook(opt, model, g)  # a fresh concrete sample after every step
+    loss = loss_fn(model(x), y) + beta * gate_kl(model, p0)  # per step; set_temperature_ anneals
+    masks = harden(model, density)  # plain model again; then apply(model, masks)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from punmri.errors import InputError
 from punmri.pruning.allocation import check_density, kept_count
-from punmri.pruning.gate import LogitGate, default_init_prob, initial_logits
+from punmri.pruning.gate import GateMode, LogitGate, default_init_prob, initial_logits
 from punmri.pruning.masks import Masks
 from punmri.pruning.selection import select_top_k
 from punmri.pruning.targets import prunable_targets, require_owner, signature, validate_targets
@@ -128,6 +129,35 @@ def register_resample_hook(
     return optimizer.register_step_post_hook(hook)
 
 
+def _top_logits(found: dict[str, LogitGate], density: float) -> Masks:
+    logits = {t: g.logits.detach() for t, g in found.items()}
+    return select_top_k(logits, kept_count(sum(v.numel() for v in logits.values()), density))
+
+
+def set_gate_mode_(model: nn.Module, mode: GateMode, density: float | None = None) -> Masks | None:
+    """Switch every gate to ``"sample"``, ``"expected"`` or ``"hard"`` (gates stay attached).
+
+    ``"hard"`` needs ``density``: the gates then multiply by the global top ``round(density *
+    total)`` mask by logit (the mask :func:`harden` would return), which is also returned, so the
+    pruned network can be validated during PUN-WT training. Other modes return None.
+    """
+    found = gates(model)
+    if not found:
+        raise InputError("the model carries no logit gates (call attach_gates first)")
+    if mode not in ("sample", "expected", "hard"):
+        raise InputError(f"mode must be 'sample', 'expected' or 'hard', got {mode!r}")
+    masks = None
+    if mode == "hard":
+        if density is None:
+            raise InputError("mode 'hard' needs density")
+        masks = _top_logits(found, check_density(density))
+        for t, g in found.items():
+            g.hard.copy_(masks[t].to(g.hard.device))
+    for g in found.values():
+        g.mode = mode
+    return masks
+
+
 def harden(model: nn.Module, density: float) -> Masks:
     """Keep the global top ``round(density * total)`` gated entries by logit and remove the gates.
 
@@ -137,11 +167,9 @@ def harden(model: nn.Module, density: float) -> Masks:
     found = gates(model)
     if not found:
         raise InputError("the model carries no logit gates (call attach_gates first)")
-    logits = {t: g.logits.detach() for t, g in found.items()}
-    k = kept_count(sum(v.numel() for v in logits.values()), density)
-    masks = select_top_k(logits, k)
+    masks = _top_logits(found, check_density(density))
     owners = [require_owner(model, t) for t in found]
-    for t, (module, attr) in zip(found, owners):
+    for t, (module, attr) in zip(found, owners, strict=True):
         if len(module.parametrizations[attr]) != 1:
             raise InputError(f"{t!r} carries other parametrizations besides its gate")
     for module, attr in owners:

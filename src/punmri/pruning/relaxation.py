@@ -1,10 +1,10 @@
 """Binary concrete (Gumbel-softmax) relaxation of Bernoulli masks and the Bernoulli KL prior.
 
-With ``G1, G2 ~ Gumbel(0, 1)`` the binary concrete sample of Maddison et al. / Jang et al. used by PUN,
-``exp((log p + G1)/tau) / (exp((log p + G1)/tau) + exp((log(1 - p) + G2)/tau))``, equals
-``sigmoid((logit(p) + G1 - G2) / tau)``, and ``G1 - G2`` is standard logistic noise
-``log U - log(1 - U)`` with ``U ~ U(0, 1)``. That form is computed here: it never exponentiates, so it
-stays finite for any finite logit and any temperature ``tau > 0``.
+With ``G1, G2 ~ Gumbel(0, 1)`` the binary concrete sample (Maddison et al. 2017, Jang et al. 2017)
+used by PUN, ``exp((log p + G1)/tau) / (exp((log p + G1)/tau) + exp((log(1 - p) + G2)/tau))``,
+equals ``sigmoid((logit(p) + G1 - G2) / tau)``, and ``G1 - G2`` is standard logistic noise
+``log U - log(1 - U)`` with ``U ~ U(0, 1)``. That form is computed here: it never exponentiates,
+so it stays finite for any finite logit and any temperature ``tau > 0``.
 """
 
 from __future__ import annotations

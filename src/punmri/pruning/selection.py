@@ -1,7 +1,8 @@
 """Turn scores into masks: keep exactly k entries, globally or with fixed per-layer counts.
 
-Higher score = keep. Ties are broken deterministically: entries are laid out in one flat vector in
-sorted-name order (row-major within a tensor) and ranked by (score descending, flat index ascending).
+Higher score = keep. Ties are broken deterministically: entries are laid out in one flat vector
+in sorted-name order (row-major within a tensor) and ranked by (score descending, flat index
+ascending).
 Entries already pruned in ``current`` never compete, so iterative pruning cannot revive a weight.
 """
 
@@ -32,8 +33,10 @@ def _check_scores(scores: Mapping[str, torch.Tensor], current: Mapping[str, torc
             )
         for name, m in current.items():
             if tuple(m.shape) != tuple(scores[name].shape):
-                raise InputError(f"current mask of {name!r} has shape {tuple(m.shape)}, "
-                                 f"score has {tuple(scores[name].shape)}")
+                raise InputError(
+                    f"current mask of {name!r} has shape {tuple(m.shape)}, "
+                    f"score has {tuple(scores[name].shape)}"
+                )
 
 
 def _rank_keep(flat: torch.Tensor, alive: torch.Tensor, k: int, what: str) -> torch.Tensor:
@@ -52,11 +55,12 @@ def _rank_keep(flat: torch.Tensor, alive: torch.Tensor, k: int, what: str) -> to
 
 def _flatten(scores, current):
     names = sorted(scores)
-    flat = torch.cat([scores[n].detach().to("cpu", torch.float64).flatten() for n in names])
+    device = scores[names[0]].device  # rank where the scores live (a GPU sorts millions fast)
+    flat = torch.cat([scores[n].detach().to(device, torch.float64).flatten() for n in names])
     if current is None:
-        alive = torch.ones(flat.numel(), dtype=torch.bool)
+        alive = torch.ones(flat.numel(), dtype=torch.bool, device=device)
     else:
-        alive = torch.cat([current[n].to("cpu", torch.bool).flatten() for n in names])
+        alive = torch.cat([current[n].to(device, torch.bool).flatten() for n in names])
     return names, flat, alive
 
 
@@ -105,11 +109,11 @@ def select_by_counts(
         raise InputError("counts and scores must name the same tensors")
     out = {}
     for name in sorted(scores):
-        s = scores[name].detach().to("cpu", torch.float64).flatten()
+        s = scores[name].detach().to(dtype=torch.float64).flatten()
         alive = (
-            torch.ones(s.numel(), dtype=torch.bool)
+            torch.ones(s.numel(), dtype=torch.bool, device=s.device)
             if current is None
-            else current[name].to("cpu", torch.bool).flatten()
+            else current[name].to(s.device, torch.bool).flatten()
         )
         out[name] = _rank_keep(s, alive, counts[name], repr(name)).view(scores[name].shape)
     return Masks(out)

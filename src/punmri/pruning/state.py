@@ -11,8 +11,8 @@ from torch import nn
 
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore buffers (e.g. BatchNorm statistics), train/eval flags, ``requires_grad`` and ``.grad``
-    of every parameter of ``model`` on exit, also after an exception."""
+    """On exit (also after an exception) restore the buffers (e.g. BatchNorm statistics),
+    train/eval flags, and ``requires_grad`` and ``.grad`` of every parameter of ``model``."""
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     flags = {n: m.training for n, m in model.named_modules()}
     params = dict(model.named_parameters())

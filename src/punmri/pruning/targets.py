@@ -1,9 +1,9 @@
 """Which tensors of a model are pruned, and how to reach them by name.
 
 Everything in :mod:`punmri.pruning` is keyed by the fully qualified name of a weight, e.g.
-``"denoiser.body.0.weight"``, never by ``id()`` or iteration order. A module that is reused (MoDL applies
-one denoiser K times) or registered under two attribute names appears once, under its first name in
-``model.named_modules()``.
+``"denoiser.body.0.weight"``, never by ``id()`` or iteration order. A module that is reused (MoDL
+applies one denoiser K times) or registered under two attribute names appears once, under its
+first name in ``model.named_modules()``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def prunable_targets(
     """Fully qualified names of the prunable weights of ``model``.
 
     Args:
-        model: any module; it may already carry parametrizations (masks), names stay ``<module>.weight``.
+        model: any module; it may carry parametrizations (masks); names stay ``<module>.weight``.
         include: fnmatch patterns; when non-empty, only names matching at least one are kept.
         exclude: fnmatch patterns; names matching any are dropped (applied after ``include``).
         types: module classes whose ``weight`` is a candidate (subclasses count).
@@ -58,6 +58,8 @@ def prunable_targets(
     """
     if isinstance(include, str) or isinstance(exclude, str):
         raise InputError("include/exclude must be sequences of fnmatch patterns, not one string")
+    if isinstance(types, type):
+        types = (types,)
     names = [type_name(t) for t in types]
     return _select(model, include, exclude, names)
 
@@ -111,7 +113,7 @@ def owner(model: nn.Module, name: str) -> tuple[nn.Module, str] | None:
 
 
 def raw_tensor(module: nn.Module, attr: str) -> torch.Tensor | None:
-    """The stored tensor behind ``module.<attr>`` (the parametrization's original if there is one)."""
+    """The stored tensor behind ``module.<attr>`` (a parametrization's original if it has one)."""
     if parametrize.is_parametrized(module, attr):
         plist = module.parametrizations[attr]
         original = getattr(plist, "original", None)
@@ -148,8 +150,8 @@ def stored_weight(model: nn.Module, name: str) -> torch.Tensor:
 def functional_name(model: nn.Module, name: str) -> str:
     """Key under which :func:`torch.func.functional_call` replaces the stored tensor of ``name``.
 
-    For a parametrized weight this is ``<module>.parametrizations.<attr>.original``: the value passed
-    goes through the parametrization (e.g. a mask) exactly like the stored tensor would.
+    For a parametrized weight this is ``<module>.parametrizations.<attr>.original``: the value
+    passed goes through the parametrization (e.g. a mask) exactly like the stored tensor would.
     """
     module, attr = require_owner(model, name)
     if parametrize.is_parametrized(module, attr):
@@ -176,7 +178,7 @@ def validate_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
 
 
 def signature(model: nn.Module, targets: Sequence[str]) -> list[list]:
-    """Sorted ``[[name, [shape...]], ...]`` of the targets: identifies the model a mask was made for."""
+    """Sorted ``[[name, [shape...]], ...]`` of the targets: the model a mask was made for."""
     return [[t, list(stored_weight(model, t).shape)] for t in sorted(targets)]
 
 
@@ -187,4 +189,5 @@ def target_filter(
 ) -> dict[str, list[str]]:
     """JSON-friendly description of a :func:`prunable_targets` call, stored in mask metadata so that
     :meth:`Masks.check_fits` can tell which weights of a model a mask should cover."""
-    return {"include": list(include), "exclude": list(exclude), "types": [type_name(t) for t in types]}
+    names = [type_name(t) for t in types]
+    return {"include": list(include), "exclude": list(exclude), "types": names}

@@ -25,5 +25,7 @@ def score(
     out = {}
     for name in sorted(targets):
         shape = stored_weight(model, name).shape
-        out[name] = torch.rand(shape, generator=generator, dtype=torch.float64, device=generator.device)
+        out[name] = torch.rand(
+            shape, generator=generator, dtype=torch.float64, device=generator.device
+        )
     return out

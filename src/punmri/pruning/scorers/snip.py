@@ -22,8 +22,8 @@ def score(
 ) -> dict[str, torch.Tensor]:
     """``|w ⊙ dL/dw|`` with ``L`` the sum of the batch losses (gradients summed over batches first).
 
-    ``w`` is the stored weight (pruned entries of an already masked model score 0). The model runs in
-    its current train/eval mode; its parameters, buffers and ``.grad`` are left as they were.
+    ``w`` is the stored weight (pruned entries of an already masked model score 0). The model runs
+    in its current train/eval mode; its parameters, buffers and ``.grad`` are left as they were.
     ``generator`` is unused. Lee et al.'s normalisation by the total score does not change the
     ranking and is omitted.
     """
@@ -34,6 +34,7 @@ def score(
         grads = {t: torch.zeros_like(w) for t, w in leaves.items()}
         for batch in batches:
             loss = batch_loss(model, leaves, batch, loss_fn)
-            for t, g in zip(targets, torch.autograd.grad(loss, [leaves[t] for t in targets])):
+            parts = torch.autograd.grad(loss, [leaves[t] for t in targets])
+            for t, g in zip(targets, parts, strict=True):
                 grads[t] += g
         return {t: (leaves[t].detach() * grads[t]).abs() for t in targets}

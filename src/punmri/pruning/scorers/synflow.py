@@ -70,7 +70,11 @@ def _linearised_copy(model: nn.Module) -> nn.Module:
 
 
 def _round_targets(
-    total: int, density: float, counts: Mapping[str, int] | None, numels: Mapping[str, int], r: float
+    total: int,
+    density: float,
+    counts: Mapping[str, int] | None,
+    numels: Mapping[str, int],
+    r: float,
 ) -> int | dict[str, int]:
     """Kept count(s) after a fraction ``r`` in (0, 1] of the exponential schedule."""
     if counts is None:
@@ -95,15 +99,16 @@ def score(
     input_shape: Sequence[int] | None = None,
     input_factory: Callable[[], Any] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Data-free SynFlow scores ``|w ⊙ dR/dw|`` after ``iterations`` rounds of pruning to ``density``.
+    """Data-free SynFlow scores ``|w ⊙ dR/dw|`` after ``iterations`` rounds of pruning.
 
     All work happens on a float64 deep copy of ``model`` in eval mode whose floating parameters and
     buffers are replaced by their absolute values; the live model is never touched. The input is
-    ones shaped like the inputs of the first batch of ``batches`` (or ``input_shape``, or the example
-    returned by ``input_factory()``): every floating/complex tensor becomes float64/complex128 ones,
-    anything else (an operator) is passed as is. ``R`` is the sum of the output (``sum |z|`` for a
-    complex output). Round ``r = 1..iterations`` keeps ``round(total * density**(r/iterations))``
-    entries (exponential schedule; per layer with ``counts``) among the survivors of round ``r - 1``.
+    ones shaped like the inputs of the first batch of ``batches`` (or ``input_shape``, or the
+    example returned by ``input_factory()``): every floating/complex tensor becomes
+    float64/complex128 ones, anything else (an operator) is passed as is. ``R`` is the sum of the
+    output (``sum |z|`` for a complex output). Round ``r = 1..iterations`` keeps
+    ``round(total * density**(r/iterations))`` entries (exponential schedule; per layer with
+    ``counts``) among the survivors of round ``r - 1``.
 
     The returned scores are those of the last round with entries pruned in earlier rounds set to
     ``-inf``, so keeping the top ``round(density * total)`` (or ``counts`` per layer) reproduces the
@@ -132,7 +137,7 @@ def score(
         flow = reduce_output(out)
         grads = torch.autograd.grad(flow, [leaves[t] for t in targets], allow_unused=True)
         scores = {}
-        for t, g in zip(targets, grads):
+        for t, g in zip(targets, grads, strict=True):
             s = torch.zeros_like(base[t]) if g is None else (leaves[t].detach() * g).abs()
             scores[t] = torch.where(alive[t], s, torch.full_like(s, -torch.inf))
         if r == iterations:

@@ -1,0 +1,218 @@
+"""Foundation benchmark -> docs/BENCHMARKS.md section "foundation".
+
+1. Wall time of ``punmri run --config configs/demo.yaml`` from scratch (data, training, baselines,
+   report) and its ID test metrics: dense MoDL vs zero-filled and CS-L1.
+2. Training-step and per-slice inference time of MoDL at demo and full sizes.
+3. Framework overhead: punmri's MoDL training step vs a minimal hand-written MoDL doing the same
+   work (same CNN, same CG count).
+
+Usage: ``python benchmarks/foundation.py [--skip-demo] [--repeats N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from _docs import machine, write_section
+from punmri.config import load_config
+from punmri.data.batches import TrainingStream
+from punmri.data.phantoms import phantom_volume
+from punmri.data.volumes import slice_volume
+from punmri.models import build_model, count_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_demo() -> tuple[float, dict]:
+    """Time the demo command end to end in a fresh directory."""
+    out = Path(tempfile.mkdtemp(prefix="punmri-demo-")) / "run"
+    cmd = [sys.executable, "-m", "punmri.cli.main", "run", "--config",
+           str(ROOT / "configs/demo.yaml"), "--out", str(out), "--no-progress"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    metrics = json.loads((out / "metrics.json").read_text())
+    shutil.rmtree(out.parent)
+    return wall, metrics
+
+
+def _batch(cfg, batch_size: int):
+    h, w = cfg.data.image_size
+    vol = phantom_volume((8, h, w), np.random.default_rng(0))
+    images = slice_volume(vol, "sagittal")[:, :h, :w]
+    images = np.stack([np.pad(i, ((0, h - i.shape[0]), (0, w - i.shape[1]))) for i in images])
+    stream = TrainingStream(images, [str(i) for i in range(len(images))], cfg.physics, 0, False)
+    return stream.batch(0, batch_size)
+
+
+def _time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class MinimalMoDL(nn.Module):
+    """A minimal hand-written MoDL: plain conv stack, plain CG, plain centered FFTs."""
+
+    def __init__(self, channels: int, layers: int, unrolls: int, cg_iters: int, lam: float):
+        super().__init__()
+        mods: list[nn.Module] = []
+        cin = 2
+        for _ in range(layers - 1):
+            mods += [nn.Conv2d(cin, channels, 3, padding=1, bias=False),
+                     nn.BatchNorm2d(channels), nn.ReLU()]
+            cin = channels
+        mods.append(nn.Conv2d(cin, 2, 3, padding=1))
+        self.cnn = nn.Sequential(*mods)
+        self.log_lam = nn.Parameter(torch.tensor(float(np.log(lam))))
+        self.unrolls, self.cg_iters = unrolls, cg_iters
+
+    def forward(self, y, maps, mask):
+        def fwd(x):
+            return mask[:, None] * torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(
+                maps * x[:, None], dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+        def adj(k):
+            img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(
+                mask[:, None] * k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+            return (maps.conj() * img).sum(1)
+
+        lam = self.log_lam.exp()
+        rhs0 = adj(y)
+        x = rhs0
+        for _ in range(self.unrolls):
+            t = torch.view_as_real(x).permute(0, 3, 1, 2)
+            z = x + torch.view_as_complex(self.cnn(t).permute(0, 2, 3, 1).contiguous())
+            b = rhs0 + lam * z
+            xk = z
+            r = b - (adj(fwd(xk)) + lam * xk)
+            p = r
+            rs = (r.conj() * r).real.sum((1, 2))
+            for _ in range(self.cg_iters):
+                ap = adj(fwd(p)) + lam * p
+                alpha = rs / (p.conj() * ap).real.sum((1, 2))
+                xk = xk + alpha[:, None, None] * p
+                r = r - alpha[:, None, None] * ap
+                rs_new = (r.conj() * r).real.sum((1, 2))
+                p = r + (rs_new / rs)[:, None, None] * p
+                rs = rs_new
+            x = xk
+        return x
+
+
+def step_and_inference(cfg_path: str, repeats: int) -> dict:
+    """Median training-step time (batch as configured), per-slice inference time, overhead."""
+    cfg = load_config(ROOT / cfg_path)
+    m = cfg.model
+    batch = _batch(cfg, cfg.train.batch_size)
+    op = batch.operator()
+    model = build_model(m, seed=0)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def step(net, call):
+        out = call(net)
+        loss = (out - batch.target).abs().mean()
+        opt_ = opt if net is model else minimal_opt
+        opt_.zero_grad()
+        loss.backward()
+        opt_.step()
+
+    minimal = MinimalMoDL(m.channels, m.depth, m.unrolls, m.cg_iterations, m.lam)
+    minimal_opt = torch.optim.Adam(minimal.parameters(), 1e-4)
+    ours = lambda: step(model, lambda n: n(batch.kspace, op))  # noqa: E731
+    theirs = lambda: step(minimal, lambda n: n(batch.kspace, batch.maps, batch.mask))  # noqa: E731
+    # interleave to share machine noise fairly
+    t_ours, t_min = [], []
+    for _ in range(repeats):
+        t_ours.append(_time(ours, 1, warmup=1 if not t_ours else 0))
+        t_min.append(_time(theirs, 1, warmup=1 if not t_min else 0))
+    model.eval()
+    with torch.no_grad():
+        one = batch.kspace[:1], batch.operator()
+        op1 = type(op)(batch.maps[:1], batch.mask[:1])
+        infer = _time(lambda: model(one[0], op1), repeats)
+    return {
+        "params": count_parameters(model),
+        "size": f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}, {cfg.physics.coils} coils",
+        "model": f"{m.denoiser} {m.channels}ch x{m.depth}, K={m.unrolls}, CG={m.cg_iterations}",
+        "batch": cfg.train.batch_size,
+        "step_s": statistics.median(t_ours),
+        "minimal_step_s": statistics.median(t_min),
+        "infer_s": infer,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-demo", action="store_true", help="only the timing rows")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    lines = [
+        "## Foundation (`python benchmarks/foundation.py`)",
+        "",
+        f"Machine: {machine()}.",
+        "",
+    ]
+    if not args.skip_demo:
+        wall, metrics = run_demo()
+        id_ = {k: v["suites"]["id"] for k, v in metrics["methods"].items()}
+        dense, zf, cs = (id_[k]["psnr"] for k in ("dense", "zero-filled", "cs-l1"))
+        lines += [
+            f"**Demo** (`punmri run --config configs/demo.yaml`, from scratch): "
+            f"{wall:.0f} s wall time (target <= 600 s).",
+            "",
+            "| method | ID PSNR (dB) | ID SSIM | n |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['psnr']:.2f} ± {v['psnr_std']:.2f} | {v['ssim']:.4f} | {v['n']} |"
+            for k, v in id_.items()
+        ]
+        verdict_zf = "meets" if dense - zf >= 4 else "MISSES"
+        verdict_cs = "meets" if dense > cs else "MISSES"
+        lines += [
+            "",
+            f"- dense - zero-filled: {dense - zf:+.2f} dB ({verdict_zf} the >= 4 dB target)",
+            f"- dense - CS-L1: {dense - cs:+.2f} dB ({verdict_cs} the > 0 dB target)",
+            "",
+        ]
+    lines += [
+        "**MoDL step and inference time** (median of repeats; training step = forward + "
+        "backward + Adam on one batch; inference = one slice, no autograd). The *minimal* column "
+        "is a hand-written MoDL with the same CNN and CG count (in this script): punmri must not "
+        "be slower.",
+        "",
+        "| config | image | model | params | batch | step (s) | minimal step (s) | "
+        "overhead | inference / slice (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cfg_path in ("configs/demo.yaml", "configs/full.yaml"):
+        r = step_and_inference(cfg_path, args.repeats)
+        overhead = r["step_s"] / r["minimal_step_s"] - 1
+        lines.append(
+            f"| `{cfg_path}` | {r['size']} | {r['model']} | {r['params']:,} | {r['batch']} | "
+            f"{r['step_s']:.3f} | {r['minimal_step_s']:.3f} | {overhead:+.1%} | "
+            f"{r['infer_s']:.3f} |"
+        )
+    print(write_section("foundation", "\n".join(lines)))
+
+
+if __name__ == "__main__":
+    main()
