@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import InputError
+from .pruning.pun import PunSearchConfig
 
 
 def _f(default: Any, help: str) -> Any:
@@ -110,6 +111,30 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """Pruning: densities, allocation and per-method settings (see ``punmri.methods``)."""
+
+    density: float = _f(0.05, "headline kept fraction; methods at it keep their plain name")
+    densities: tuple[float, ...] = _f((), "further densities, reported as METHOD@DENSITY")
+    allocation: Literal["global", "uniform", "erk"] = _f(
+        "global", "score ranking: one global ranking, or exact per-layer counts"
+    )
+    include: tuple[str, ...] = _f((), "only prune weights matching these fnmatch patterns")
+    exclude: tuple[str, ...] = _f((), "never prune weights matching these patterns")
+    score_batches: int = _f(4, "training batches scored by snip/grasp")
+    synflow_iterations: int = _f(100, "SynFlow pruning rounds")
+    pun: PunSearchConfig = field(default_factory=PunSearchConfig)
+    search_batch_size: int = _f(0, "batch size of the PUN search; 0 = train.batch_size")
+    check_batches: int = _f(4, "held-out training batches for the mask-vs-control loss check")
+    check_shuffles: int = _f(3, "layer-shuffled control masks averaged in that check")
+    imp_rounds: int = _f(3, "IMP rounds (train, prune, rewind) to reach the density")
+    imp_rewind_step: int = _f(0, "IMP rewinds to the weights at this step (0 = initialisation)")
+    imp_round_steps: int = _f(0, "training steps per IMP round before the last; 0 = train.steps")
+    finetune_steps: int = _f(0, "fine-tuning steps after pun-at/magnitude-at/pun-wt; 0 = steps/2")
+    wt_logit_lr: float = _f(1e-2, "pun-wt: Adam learning rate of the mask logits")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved as ``config.yaml`` in the run directory."""
 
@@ -121,6 +146,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

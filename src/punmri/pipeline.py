@@ -26,7 +26,7 @@ from torch import nn
 
 from .config import RunConfig, load_config, save_config, to_dict
 from .data.anatomy import training_splits
-from .data.batches import Batch, TrainingStream, batches, collate
+from .data.batches import Batch, batches, collate
 from .data.sources import ImageSet
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
@@ -36,23 +36,27 @@ from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
 from .io import write_json_atomic
 from .models import build_model
 from .report import write_report
-from .train import TrainResult, load_weights, resolve_device, train
+from .train import TrainResult, load_weights, resolve_device
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One network to train: the method, its density (None for dense) and the seed."""
+    """One network to train: the method, the seed, its density (None for dense) and the run's
+    headline density (a method at the headline density keeps its plain name)."""
 
     method: str
     seed: int
     density: float | None = None
+    headline: float | None = None
 
     @property
     def name(self) -> str:
         """Method name as reported (``dense``, ``pun``, ``pun@0.03`` ...)."""
-        return self.method
+        if self.density is None or self.density == self.headline:
+            return self.method
+        return f"{self.method}@{self.density:g}"
 
     def directory(self, run_dir: Path) -> Path:
         """Where this model's stages write."""
@@ -105,11 +109,24 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
-    """Every (method, seed) network the config asks for."""
-    unknown = [m for m in cfg.methods if m != "dense"]
+    """Every (method, density, seed) network the config asks for, dense first."""
+    from .methods import RECIPES
+
+    unknown = [m for m in cfg.methods if m not in RECIPES]
     if unknown:
-        raise InputError(f"methods: unknown method {unknown[0]!r}; available: ['dense']")
-    return [ModelSpec(m, s) for m in cfg.methods for s in cfg.seeds]
+        raise InputError(
+            f"methods: unknown method {unknown[0]!r}; available: {', '.join(sorted(RECIPES))}"
+        )
+    densities = list(dict.fromkeys([cfg.prune.density, *cfg.prune.densities]))
+    bad = [d for d in densities if not 0 < d <= 1]
+    if bad:
+        raise InputError(f"prune.density/densities must be in (0, 1], got {bad[0]}")
+    headline = cfg.prune.density
+    specs = []
+    for method in cfg.methods:
+        for density in [None] if method == "dense" else densities:
+            specs += [ModelSpec(method, seed, density, headline) for seed in cfg.seeds]
+    return specs
 
 
 @dataclass
@@ -139,30 +156,11 @@ def load_run_data(cfg: RunConfig, extra_sources: Sequence[str] = ()) -> RunData:
 def train_spec(
     cfg: RunConfig, spec: ModelSpec, data: RunData, run_dir: Path, progress: bool
 ) -> TrainedModel:
-    """Train (or load, when finished) one network."""
-    model = build_model(cfg.model, seed=spec.seed)
-    train_images = data.splits["train"]
-    stream = TrainingStream(
-        train_images.images, train_images.names, cfg.physics, spec.seed, cfg.train.augment
-    )
-    directory = spec.directory(run_dir) / "train"
-    result = train(
-        model,
-        stream,
-        data.val_batches,
-        cfg.train,
-        directory,
-        seed=spec.seed,
-        progress=progress,
-        desc=f"{spec.name} s{spec.seed}",
-    )
-    load_weights(model, directory, "best")
-    costs = {
-        "train_wall_s": result.wall_s,
-        "train_forward": result.forward_passes,
-        "train_backward": result.backward_passes,
-    }
-    return TrainedModel(spec, model, result, costs)
+    """Obtain the mask (if any) and train one network, or load it when finished."""
+    from .methods import MethodContext, run_method
+
+    out = run_method(MethodContext(cfg, run_dir, data, progress), spec)
+    return TrainedModel(spec, out.model, out.result, out.costs)
 
 
 def cs_lambda(cfg: RunConfig, data: RunData, run_dir: Path) -> float:
@@ -187,20 +185,21 @@ def seed_method_name(name: str, seed: int, seeds: Sequence[int]) -> str:
 
 def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel:
     """A finished model of a run directory (refuses unfinished training)."""
-    directory = spec.directory(run_dir) / "train"
-    if not (directory / "done.json").is_file():
+    from .pruning import Masks, apply
+
+    directory = spec.directory(run_dir)
+    if not (directory / "costs.json").is_file():
         raise InputError(
             f"model {spec.name} (seed {spec.seed}) in {run_dir} has not finished training; "
             "finish it with `punmri run` or `punmri train` on the same config first"
         )
-    model = load_weights(build_model(cfg.model, seed=spec.seed), directory, "best")
-    result = TrainResult(**json.loads((directory / "done.json").read_text()))
-    costs = {
-        "train_wall_s": result.wall_s,
-        "train_forward": result.forward_passes,
-        "train_backward": result.backward_passes,
-    }
-    return TrainedModel(spec, model, result, costs)
+    model = build_model(cfg.model, seed=spec.seed)
+    if (directory / "mask.pt").is_file():
+        apply(model, Masks.load(directory / "mask.pt"))
+    load_weights(model, directory / "train", "best")
+    result = TrainResult(**json.loads((directory / "train" / "done.json").read_text()))
+    costs = json.loads((directory / "costs.json").read_text())
+    return TrainedModel(spec, model.eval(), result, costs)
 
 
 def train_all(

@@ -94,7 +94,8 @@ def find_mask(
         :class:`Masks` whose metadata has ``method``, ``density``, ``allocation``, ``seed``,
         ``signature``, ``targets``, ``layer_counts``, ``cost`` (``seconds``, ``forward_passes``,
         ``backward_passes``) and method diagnostics (``pun``: last log entry and config).
-        The pun history is in ``metadata["pun"]``; call :func:`pun_search` for the full one.
+        For pun, ``metadata["pun"]`` is the last log entry and ``metadata["pun_history"]`` the
+        whole logged trace (loss, KL, expected density, Hamming distance per logged step).
     """
     if method not in METHODS:
         raise InputError(f"unknown pruning method {method!r}; valid: {list(METHODS)}")
@@ -130,8 +131,10 @@ def find_mask(
     with count_passes(model) as cost:
         if method == "pun":
             config = _pun_config(dict(opts))
-            masks, _ = pun_search(model, names, data, loss_fn, density, config, generator, counts)
-            diagnostics = dict(masks.metadata)
+            masks, history = pun_search(
+                model, names, data, loss_fn, density, config, generator, counts
+            )
+            diagnostics = {**masks.metadata, "pun_history": history}
         else:
             extra = dict(opts)
             batches = data

@@ -235,8 +235,21 @@ def pun_search(
                 history.append(entry)
                 previous = hard
     masks = _harden(gates, k, counts)
-    masks.metadata["pun"] = {"last": history[-1], "config": dataclasses.asdict(config)}
+    masks.metadata["pun"] = {
+        "last": history[-1],
+        "config": dataclasses.asdict(config),
+        "probability_histogram": _probability_histogram(gates),
+    }
     return masks, history
+
+
+@torch.no_grad()
+def _probability_histogram(gates: Mapping[str, LogitGate], bins: int = 20) -> dict[str, list]:
+    """Histogram of the final keep probabilities over all entries (20 bins on [0, 1])."""
+    p = torch.cat([g.probabilities().flatten().float().cpu() for g in gates.values()])
+    counts = torch.histc(p, bins=bins, min=0.0, max=1.0)
+    edges = torch.linspace(0.0, 1.0, bins + 1)
+    return {"edges": edges.tolist(), "counts": [int(c) for c in counts]}
 
 
 def _real_dtype(w: torch.Tensor) -> torch.dtype:

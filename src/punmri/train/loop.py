@@ -73,6 +73,23 @@ def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> fl
 
 
 @dataclass
+class TrainHooks:
+    """Extension points of :func:`train` (pruning uses them; all optional).
+
+    Attributes:
+        param_groups: ``model -> optimizer parameter groups`` (default: every trainable param).
+        on_optimizer: called once with the new optimizer (e.g. to register a re-zeroing hook).
+        regularizer: ``step -> scalar`` added to the loss at every step (e.g. a KL prior).
+        after_step: called with the 0-based step after each optimizer step.
+    """
+
+    param_groups: Callable[[nn.Module], list[dict]] | None = None
+    on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None
+    regularizer: Callable[[int], torch.Tensor] | None = None
+    after_step: Callable[[int], None] | None = None
+
+
+@dataclass
 class TrainResult:
     """What a finished training run reports (saved as ``done.json``)."""
 
@@ -100,15 +117,14 @@ def train(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
-    optimizer_hook: Callable[[torch.optim.Optimizer], None] | None = None,
+    hooks: TrainHooks | None = None,
     checkpoint_every: int | None = None,
     stop_at: int | None = None,
 ) -> TrainResult:
     """Train ``model`` (called as ``model(kspace, op)``) and keep checkpoints in ``out_dir``.
 
     Args:
-        optimizer_hook: called once with the optimizer before training (pruning registers its
-            re-zeroing hook here).
+        hooks: extension points (:class:`TrainHooks`).
         checkpoint_every: steps between ``last.pt`` saves (default: every validation).
         stop_at: stop after this step without finishing (for tests of resume); ``done.json`` is
             not written.
@@ -125,11 +141,13 @@ def train(
         torch.set_num_threads(cfg.threads)
     model.to(device).train()
     loss_fn = get_loss(cfg.loss)
+    hooks = hooks or TrainHooks()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = hooks.param_groups(model) if hooks.param_groups else [{"params": params}]
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    if optimizer_hook is not None:
-        optimizer_hook(optimizer)
+    if hooks.on_optimizer is not None:
+        hooks.on_optimizer(optimizer)
     torch.manual_seed(seed)
     step, best, best_step, bad_vals, wall = 0, -math.inf, -1, 0, 0.0
     fwd = bwd = 0
@@ -177,12 +195,16 @@ def train(
         batch = stream.batch(step, cfg.batch_size).to(device)
         pred = model(batch.kspace, batch.operator())
         loss = loss_fn(pred, batch.target)
+        if hooks.regularizer is not None:
+            loss = loss + hooks.regularizer(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if hooks.after_step is not None:
+            hooks.after_step(step)
         fwd += len(batch)
         bwd += len(batch)
         step += 1

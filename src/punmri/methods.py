@@ -1,0 +1,472 @@
+"""Every trainable method as a recipe: how it obtains its mask and trains its network.
+
+A recipe takes a :class:`MethodContext` and a :class:`~punmri.pipeline.ModelSpec` and returns a
+trained model with its costs. All recipes write into ``RUN/models/NAME/seedS/``: ``mask.pt`` and
+``mask.json`` (the mask, per-layer statistics, search diagnostics), intermediate training
+directories, and the final ``train/`` directory; every stage whose output exists is skipped.
+
+Methods (PAPER.md names in brackets):
+
+- ``dense``: the unpruned network.
+- ``pun`` [PUN-IT]: Gumbel-softmax mask search on the frozen initial weights, then training.
+- ``random``, ``random-erk``, ``magnitude``, ``snip``, ``grasp``, ``synflow``: pruning at
+  initialisation by other scores, then training.
+- ``pun-shuffled``: PUN's mask shuffled within each layer (a random mask with PUN's per-layer
+  counts: the layer-count control); ``pun-reinit``: PUN's mask on re-initialised weights
+  (Frankle et al. 2021 sanity checks).
+- ``pun-wt`` [PUN-WT]: mask logits learned jointly with the weights, hardened, then fine-tuned.
+- ``pun-at`` [PUN-AT]: the PUN search on the trained dense weights, then fine-tuning.
+- ``magnitude-at``: one-shot magnitude pruning of the trained dense network plus fine-tuning.
+- ``imp``: iterative magnitude pruning with rewinding (lottery tickets).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data.batches import TrainingStream
+from .errors import InputError
+from .io import write_json_atomic
+from .models import build_model
+from .pruning import (
+    Masks,
+    apply,
+    attach_gates,
+    find_mask,
+    gate_kl,
+    gate_parameters,
+    harden,
+    imp_density_schedule,
+    magnitude_prune_step,
+    prunable_targets,
+    register_optimizer_hook,
+)
+from .pruning.pun_wt import resample_, set_temperature_, weight_parameters
+from .train import TrainHooks, TrainResult, get_loss, load_weights, train
+
+if TYPE_CHECKING:
+    from .pipeline import ModelSpec, RunData
+
+#: Steps of the training stream from which search and check batches are drawn (never trained on
+#: as such: they are other draws of augmentation and physics of the training slices).
+SEARCH_OFFSET = 1_000_000
+CHECK_OFFSET = 2_000_000
+#: Seed offset of re-initialised weights (``pun-reinit``) and of layer shuffles.
+REINIT_OFFSET = 10_007
+
+
+class SearchBatches:
+    """Re-iterable ``((kspace, op), target)`` training batches for mask searches and scorers.
+
+    Iterating yields ``n`` batches taken from the training stream at steps ``offset + i``; they
+    are simulated on the fly (each pass yields the same batches).
+    """
+
+    def __init__(self, stream: TrainingStream, batch_size: int, n: int, offset: int) -> None:
+        self.stream, self.batch_size, self.n, self.offset = stream, batch_size, n, offset
+
+    def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, Any], torch.Tensor]]:
+        for i in range(self.n):
+            b = self.stream.batch(self.offset + i, self.batch_size)
+            yield (b.kspace, b.operator()), b.target
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class MethodResult:
+    """A trained network, its training record and its costs."""
+
+    model: nn.Module
+    result: TrainResult
+    costs: dict[str, float]
+    masks: Masks | None = None
+
+
+@dataclass
+class MethodContext:
+    """What every recipe needs: config, run directory, data, progress flag."""
+
+    cfg: RunConfig
+    run_dir: Path
+    data: RunData
+    progress: bool = True
+
+    def stream(self, seed: int) -> TrainingStream:
+        """The deterministic training stream of ``seed``."""
+        s = self.data.splits["train"]
+        return TrainingStream(s.images, s.names, self.cfg.physics, seed, self.cfg.train.augment)
+
+    def batches(self, seed: int, n: int, offset: int) -> SearchBatches:
+        """``n`` search/check batches from the training slices."""
+        bs = self.cfg.prune.search_batch_size or self.cfg.train.batch_size
+        return SearchBatches(self.stream(seed), bs, n, offset)
+
+    def targets(self, model: nn.Module) -> list[str]:
+        """Prunable weight names of ``model`` after include/exclude patterns."""
+        p = self.cfg.prune
+        names = prunable_targets(model, include=p.include, exclude=p.exclude)
+        if not names:
+            raise InputError("prune.include/exclude leave no prunable weights")
+        return names
+
+    def train(
+        self,
+        spec: ModelSpec,
+        model: nn.Module,
+        subdir: str,
+        masks: Masks | None = None,
+        steps: int | None = None,
+        hooks: TrainHooks | None = None,
+    ) -> TrainResult:
+        """Train ``model`` (masked by ``masks``, pruned entries held at zero) into ``subdir``."""
+        if masks is not None:
+            apply(model, masks)
+            hooks = hooks or TrainHooks()
+            hooks = dataclasses.replace(
+                hooks, on_optimizer=lambda opt: register_optimizer_hook(opt, model)
+            )
+        cfg = self.cfg.train if steps is None else dataclasses.replace(self.cfg.train, steps=steps)
+        return train(
+            model,
+            self.stream(spec.seed),
+            self.data.val_batches,
+            cfg,
+            spec.directory(self.run_dir) / subdir,
+            seed=spec.seed,
+            progress=self.progress,
+            desc=f"{spec.name} s{spec.seed} {subdir}",
+            hooks=hooks,
+        )
+
+    def finetune_steps(self) -> int:
+        """Fine-tuning steps after pruning a trained network."""
+        return self.cfg.prune.finetune_steps or max(1, self.cfg.train.steps // 2)
+
+
+# --------------------------------------------------------------------------- stages and costs
+
+
+def _train_costs(result: TrainResult, prefix: str = "train") -> dict[str, float]:
+    return {
+        f"{prefix}_wall_s": result.wall_s,
+        f"{prefix}_forward": float(result.forward_passes),
+        f"{prefix}_backward": float(result.backward_passes),
+    }
+
+
+def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {*a, *b}}
+
+
+def _mask_costs(masks: Masks) -> dict[str, float]:
+    c = masks.metadata.get("cost", {})
+    return {
+        "mask_wall_s": float(c.get("seconds", 0.0)),
+        "mask_forward": float(c.get("forward_passes", 0)),
+        "mask_backward": float(c.get("backward_passes", 0)),
+    }
+
+
+def _load_best(model: nn.Module, directory: Path) -> nn.Module:
+    load_weights(model, directory, "best")
+    return model.eval()
+
+
+@torch.no_grad()
+def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, Any]:
+    """Loss of the *untrained* network on held-out training batches: dense, under ``masks``, and
+    under layer-shuffled copies of ``masks`` (same per-layer counts; the fair control)."""
+    cfg = ctx.cfg
+    loss_fn = get_loss(cfg.train.loss)
+    data = list(ctx.batches(spec.seed, cfg.prune.check_batches, CHECK_OFFSET))
+
+    def loss_of(m: Masks | None) -> float:
+        model = build_model(cfg.model, spec.seed)
+        if m is not None:
+            apply(model, m)
+        model.train()  # the mode the search ran in (batch statistics in normalisation layers)
+        return sum(float(loss_fn(model(*x), y)) for x, y in data) / len(data)
+
+    gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
+    shuffled = [loss_of(masks.shuffled_within_layers(gen)) for _ in range(cfg.prune.check_shuffles)]
+    out = {"loss_dense": loss_of(None), "loss_mask": loss_of(masks), "loss_shuffled": shuffled}
+    out["loss_shuffled_mean"] = sum(shuffled) / max(len(shuffled), 1)
+    return out
+
+
+def mask_stage(
+    ctx: MethodContext, spec: ModelSpec, compute: Callable[[], Masks], check: bool = True
+) -> Masks:
+    """Load ``mask.pt`` or compute, check and save the mask (with ``mask.json`` beside it)."""
+    directory = spec.directory(ctx.run_dir)
+    path = directory / "mask.pt"
+    if path.is_file():
+        return Masks.load(path)
+    masks = compute()
+    if check:
+        masks.metadata["check"] = mask_check(ctx, spec, masks)
+    masks.save(path)
+    summary = {
+        "metadata": masks.metadata,
+        "kept": masks.kept,
+        "total": masks.total,
+        "density": masks.density,
+        "layers": masks.layer_stats(),
+    }
+    write_json_atomic(directory / "mask.json", summary)
+    return masks
+
+
+def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
+    """Recipe: a score-based mask on the initial weights, then training from them."""
+
+    def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+        model = build_model(ctx.cfg.model, spec.seed)
+        masks = mask_stage(ctx, spec, lambda: _find(ctx, spec, model, method, allocation))
+        result = ctx.train(spec, model, "train", masks)
+        return MethodResult(
+            _load_best(model, spec.directory(ctx.run_dir) / "train"),
+            result,
+            {**_mask_costs(masks), **_train_costs(result)},
+            masks,
+        )
+
+    return recipe
+
+
+def _find(
+    ctx: MethodContext, spec: ModelSpec, model: nn.Module, method: str, allocation: str | None
+) -> Masks:
+    p = ctx.cfg.prune
+    opts: dict[str, Any] = {}
+    data = None
+    if method in ("snip", "grasp"):
+        data = ctx.batches(spec.seed, p.score_batches, SEARCH_OFFSET)
+    elif method == "pun":
+        data = ctx.batches(spec.seed, p.pun.steps, SEARCH_OFFSET)
+        opts["config"] = p.pun
+    elif method == "synflow":
+        data = ctx.batches(spec.seed, 1, SEARCH_OFFSET)
+        opts["iterations"] = p.synflow_iterations
+    return find_mask(
+        model,
+        method,
+        spec.density,
+        data=data,
+        loss_fn=get_loss(ctx.cfg.train.loss),
+        targets=ctx.targets(model),
+        allocation=allocation or p.allocation,
+        generator=torch.Generator().manual_seed(spec.seed),
+        **opts,
+    )
+
+
+def _pun_masks(ctx: MethodContext, spec: ModelSpec) -> tuple[Masks, dict[str, float]]:
+    """The PUN mask of (density, seed), computed once in the ``pun`` directory."""
+    pun_spec = dataclasses.replace(spec, method="pun")
+    model = build_model(ctx.cfg.model, spec.seed)
+    masks = mask_stage(ctx, pun_spec, lambda: _find(ctx, pun_spec, model, "pun", None))
+    return masks, _mask_costs(masks)
+
+
+def _pun_shuffled(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    pun, costs = _pun_masks(ctx, spec)
+
+    def shuffle() -> Masks:
+        gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
+        out = pun.shuffled_within_layers(gen)
+        out.metadata.update(method="pun-shuffled", source="pun mask shuffled within layers")
+        return out
+
+    masks = mask_stage(ctx, spec, shuffle, check=False)
+    model = build_model(ctx.cfg.model, spec.seed)
+    result = ctx.train(spec, model, "train", masks)
+    model = _load_best(model, spec.directory(ctx.run_dir) / "train")
+    return MethodResult(model, result, {**costs, **_train_costs(result)}, masks)
+
+
+def _pun_reinit(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    pun, costs = _pun_masks(ctx, spec)
+    masks = mask_stage(ctx, spec, lambda: Masks(dict(pun), {**pun.metadata}), check=False)
+    model = build_model(ctx.cfg.model, spec.seed + REINIT_OFFSET)
+    result = ctx.train(spec, model, "train", masks)
+    model = _load_best(model, spec.directory(ctx.run_dir) / "train")
+    return MethodResult(model, result, {**costs, **_train_costs(result)}, masks)
+
+
+def _dense(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    model = build_model(ctx.cfg.model, spec.seed)
+    result = ctx.train(spec, model, "train")
+    model = _load_best(model, spec.directory(ctx.run_dir) / "train")
+    return MethodResult(model, result, _train_costs(result))
+
+
+def _trained_dense(ctx: MethodContext, seed: int) -> MethodResult:
+    """The dense network of ``seed`` (trained once, shared by the after-training methods)."""
+    from .pipeline import ModelSpec
+
+    return _dense(ctx, ModelSpec("dense", seed, None, ctx.cfg.prune.density))
+
+
+def _after_training(method: str) -> Callable:
+    """Recipe: prune the trained dense network (``pun`` search or magnitude), then fine-tune."""
+
+    def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+        dense = _trained_dense(ctx, spec.seed)
+        masks = mask_stage(ctx, spec, lambda: _find(ctx, spec, dense.model, method, None), False)
+        model = copy.deepcopy(dense.model).train()
+        result = ctx.train(spec, model, "train", masks, steps=ctx.finetune_steps())
+        model = _load_best(model, spec.directory(ctx.run_dir) / "train")
+        dense_cost = _train_costs(dense.result, "mask")
+        costs = {**_add(_mask_costs(masks), dense_cost), **_train_costs(result)}
+        return MethodResult(model, result, costs, masks)
+
+    return recipe
+
+
+def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    """Joint training of weights and mask logits, hardening, then fine-tuning (PUN-WT)."""
+    p = ctx.cfg.prune
+    directory = spec.directory(ctx.run_dir)
+    model = build_model(ctx.cfg.model, spec.seed)
+    targets = ctx.targets(model)
+    attach_gates(
+        model,
+        spec.density,
+        targets,
+        generator=torch.Generator().manual_seed(spec.seed),
+        init_prob=p.pun.init_prob,
+        init_noise=p.pun.init_noise,
+        tau=p.pun.tau0,
+    )
+    steps = ctx.cfg.train.steps
+    search_cfg = dataclasses.replace(p.pun, steps=steps)
+
+    def after_step(step: int) -> None:
+        # noise is a function of (seed, step) so a resumed run draws the same samples
+        set_temperature_(model, search_cfg.tau_at(min(step + 1, steps - 1)))
+        resample_(model, torch.Generator().manual_seed(spec.seed * 1_000_003 + step))
+
+    hooks = TrainHooks(
+        param_groups=lambda m: [
+            {"params": weight_parameters(m)},
+            {"params": gate_parameters(m), "lr": p.wt_logit_lr, "weight_decay": 0.0},
+        ],
+        regularizer=lambda step: search_cfg.beta_at(step)
+        * gate_kl(model, spec.density, p.pun.kl_reduction),
+        after_step=after_step,
+    )
+    joint = ctx.train(spec, model, "joint", hooks=hooks)
+
+    def hardened() -> Masks:
+        out = harden(model, spec.density)
+        out.metadata.update(method="pun-wt", density=spec.density, seed=spec.seed)
+        return out
+
+    masks = mask_stage(ctx, spec, hardened, check=False)
+    if any("parametrizations" in n for n, _ in model.named_parameters()):
+        harden(model, spec.density)  # a loaded mask: drop the gates, keep the joint weights
+    result = ctx.train(spec, model, "train", masks, steps=ctx.finetune_steps())
+    model = _load_best(model, directory / "train")
+    costs = {**_train_costs(joint, "mask"), **_train_costs(result)}
+    return MethodResult(model, result, costs, masks)
+
+
+def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020)."""
+    p = ctx.cfg.prune
+    directory = spec.directory(ctx.run_dir)
+    rewind_path = directory / "rewind.pt"
+    round_steps = p.imp_round_steps or ctx.cfg.train.steps
+    reuse_dense = p.imp_rewind_step == 0 and round_steps == ctx.cfg.train.steps
+    initial = build_model(ctx.cfg.model, spec.seed)
+    mask_cost: dict[str, float] = {}
+    if reuse_dense:
+        trained = _trained_dense(ctx, spec.seed)
+        rewind_state = initial.state_dict()
+        mask_cost = _train_costs(trained.result, "mask")
+        current_model = trained.model
+    else:
+        rewind_state = {}
+
+        def keep_rewind(step: int) -> None:
+            if step + 1 == p.imp_rewind_step and not rewind_path.is_file():
+                torch.save(copy.deepcopy(initial.state_dict()), rewind_path)
+
+        model0 = initial
+        r0 = ctx.train(spec, model0, "round0", steps=round_steps,
+                       hooks=TrainHooks(after_step=keep_rewind))
+        mask_cost = _train_costs(r0, "mask")
+        current_model = _load_best(model0, directory / "round0")
+        rewind_state = torch.load(rewind_path) if rewind_path.is_file() else (
+            build_model(ctx.cfg.model, spec.seed).state_dict()
+        )
+    masks: Masks | None = None
+    schedule = imp_density_schedule(spec.density, p.imp_rounds)
+    for r, density in enumerate(schedule, start=1):
+        plain = _plain_copy(current_model)
+        masks = magnitude_prune_step(plain, masks, density, ctx.targets(plain))
+        model = build_model(ctx.cfg.model, spec.seed)
+        model.load_state_dict(rewind_state)
+        if r < len(schedule):
+            res = ctx.train(spec, model, f"round{r}", masks, steps=round_steps)
+            mask_cost = _add(mask_cost, _train_costs(res, "mask"))
+            current_model = _load_best(model, directory / f"round{r}")
+    if masks is None:
+        raise InputError("prune.imp_rounds must be >= 1")
+    masks.metadata.update(method="imp", density=spec.density, seed=spec.seed, rounds=schedule)
+    masks = mask_stage(ctx, spec, lambda: masks, check=False)
+    result = ctx.train(spec, model, "train", masks)
+    model = _load_best(model, directory / "train")
+    return MethodResult(model, result, {**mask_cost, **_train_costs(result)}, masks)
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with masks folded into plain weights (for magnitude scoring)."""
+    from .pruning import remove
+
+    out = copy.deepcopy(model)
+    if any("parametrizations" in n for n, _ in out.named_parameters()):
+        remove(out)
+    return out
+
+
+RECIPES: dict[str, Callable[[MethodContext, Any], MethodResult]] = {
+    "dense": _dense,
+    "pun": _pruning_at_init("pun"),
+    "random": _pruning_at_init("random", "uniform"),
+    "random-erk": _pruning_at_init("random", "erk"),
+    "magnitude": _pruning_at_init("magnitude"),
+    "snip": _pruning_at_init("snip"),
+    "grasp": _pruning_at_init("grasp"),
+    "synflow": _pruning_at_init("synflow"),
+    "pun-shuffled": _pun_shuffled,
+    "pun-reinit": _pun_reinit,
+    "pun-wt": _pun_wt,
+    "pun-at": _after_training("pun"),
+    "magnitude-at": _after_training("magnitude"),
+    "imp": _imp,
+}
+
+
+def run_method(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    """Train (or load, when finished) the network of ``spec`` and record its costs."""
+    if spec.method not in RECIPES:
+        raise InputError(f"methods: unknown method {spec.method!r}; available: {sorted(RECIPES)}")
+    out = RECIPES[spec.method](ctx, spec)
+    write_json_atomic(spec.directory(ctx.run_dir) / "costs.json", out.costs)
+    return out
+
+
+__all__ = ["RECIPES", "MethodContext", "MethodResult", "SearchBatches", "run_method"]
