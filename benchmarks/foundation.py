@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import machine, write_section
 from torch import nn
 
-from _docs import machine, write_section
 from punmri.config import load_config
 from punmri.data.batches import TrainingStream
 from punmri.data.phantoms import phantom_volume
@@ -38,8 +38,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_demo() -> tuple[float, dict]:
     """Time the demo command end to end in a fresh directory."""
     out = Path(tempfile.mkdtemp(prefix="punmri-demo-")) / "run"
-    cmd = [sys.executable, "-m", "punmri.cli.main", "run", "--config",
-           str(ROOT / "configs/demo.yaml"), "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "punmri.cli.main",
+        "run",
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
@@ -76,8 +85,11 @@ class MinimalMoDL(nn.Module):
         mods: list[nn.Module] = []
         cin = 2
         for _ in range(layers - 1):
-            mods += [nn.Conv2d(cin, channels, 3, padding=1, bias=False),
-                     nn.BatchNorm2d(channels), nn.ReLU()]
+            mods += [
+                nn.Conv2d(cin, channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+            ]
             cin = channels
         mods.append(nn.Conv2d(cin, 2, 3, padding=1))
         self.cnn = nn.Sequential(*mods)
@@ -86,12 +98,16 @@ class MinimalMoDL(nn.Module):
 
     def forward(self, y, maps, mask):
         def fwd(x):
-            return mask[:, None] * torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(
-                maps * x[:, None], dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+            return mask[:, None] * torch.fft.fftshift(
+                torch.fft.fft2(torch.fft.ifftshift(maps * x[:, None], dim=(-2, -1)), norm="ortho"),
+                dim=(-2, -1),
+            )
 
         def adj(k):
-            img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(
-                mask[:, None] * k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+            img = torch.fft.fftshift(
+                torch.fft.ifft2(torch.fft.ifftshift(mask[:, None] * k, dim=(-2, -1)), norm="ortho"),
+                dim=(-2, -1),
+            )
             return (maps.conj() * img).sum(1)
 
         lam = self.log_lam.exp()

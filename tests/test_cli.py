@@ -43,19 +43,54 @@ def test_eval_on_extra_source_and_recon(trained_run, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "extra.npy", rng.uniform(size=(2, 30, 30)).astype(np.float32))
     out = tmp_path / "eval"
-    code = main(["eval", "--run", str(trained_run), "--data", str(tmp_path / "extra.npy"),
-                 "--out", str(out), "--no-progress", "physics.acceleration=6"])
+    code = main(
+        [
+            "eval",
+            "--run",
+            str(trained_run),
+            "--data",
+            str(tmp_path / "extra.npy"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "physics.acceleration=6",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]["dense"]["suites"]) == {"id", "extra"}
     assert metrics["config"]["physics"]["acceleration"] == 6
     rec = tmp_path / "recon.npy"
-    assert main(["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy"),
-                 "--out", str(rec)]) == 0
+    assert (
+        main(
+            [
+                "recon",
+                "--run",
+                str(trained_run),
+                "--input",
+                str(tmp_path / "extra.npy"),
+                "--out",
+                str(rec),
+            ]
+        )
+        == 0
+    )
     images = np.load(rec)
     assert images.shape == (2, 24, 20) and np.iscomplexobj(images)
-    assert main(["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy"),
-                 "--out", str(rec)]) == 2  # refuses to overwrite
+    assert (
+        main(
+            [
+                "recon",
+                "--run",
+                str(trained_run),
+                "--input",
+                str(tmp_path / "extra.npy"),
+                "--out",
+                str(rec),
+            ]
+        )
+        == 2
+    )  # refuses to overwrite
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -33,6 +33,11 @@ def test_round_trip(tmp_path):
         ("train.augment=maybe", "train.augment: expected true/false"),
         ("data.image_size=[1,2,3]", "data.image_size: expected 2 values"),
         ("nonsense", "must look like section.key=value"),
+        ("train.steps=0", "train.steps: expected an integer >= 1"),
+        ("physics.acceleration=0.5", "physics.acceleration: expected a factor >= 1"),
+        ("prune.density=0", "prune.density/densities: expected fractions in"),
+        ("model.lam=-1", "model.lam: expected a weight > 0"),
+        ("evaluate.suites=[{name: id, physic: {}}]", "unknown config key evaluate.suites.physic"),
     ],
 )
 def test_bad_values_are_named(override, message):

@@ -25,7 +25,10 @@ FAST = [
     "prune.check_shuffles=1",
     "evaluate.baselines=[zero-filled]",
 ]
-ALL = "[dense,pun,random,random-erk,magnitude,snip,grasp,synflow,pun-shuffled,pun-reinit,pun-wt,pun-at,magnitude-at,imp]"
+ALL = (
+    "[dense,pun,random,random-erk,magnitude,snip,grasp,synflow,pun-shuffled,pun-reinit,"
+    "pun-wt,pun-at,magnitude-at,imp]"
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,28 +99,39 @@ def test_pruned_resume_equals_uninterrupted(tmp_path):
     full = run_method(MethodContext(cfg, tmp_path / "a", data, False), spec)
     ctx = MethodContext(cfg, tmp_path / "b", data, False)
     # interrupt the final training after 3 steps, then resume
-    from punmri.methods import _find, mask_stage
+    from punmri.methods import find_method_mask, mask_stage
     from punmri.models import build_model
     from punmri.train import train
 
     model = build_model(cfg.model, 0)
-    masks = mask_stage(ctx, spec, lambda: _find(ctx, spec, model, "snip", None))
+    masks = mask_stage(ctx, spec, lambda: find_method_mask(ctx, spec, model, "snip", None))
     from punmri.pruning import apply, register_optimizer_hook
     from punmri.train import TrainHooks
 
     apply(model, masks)
-    train(model, ctx.stream(0), data.val_batches, cfg.train,
-          spec.directory(ctx.run_dir) / "train", progress=False, stop_at=3, checkpoint_every=1,
-          hooks=TrainHooks(on_optimizer=lambda o: register_optimizer_hook(o, model)))
+    train(
+        model,
+        ctx.stream(0),
+        data.val_batches,
+        cfg.train,
+        spec.directory(ctx.run_dir) / "train",
+        progress=False,
+        stop_at=3,
+        checkpoint_every=1,
+        hooks=TrainHooks(on_optimizer=lambda o: register_optimizer_hook(o, model)),
+    )
     resumed = run_method(ctx, spec)
-    for (n, p), (_, q) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(),
-                              strict=True):
+    for (n, p), (_, q) in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(p, q), n
 
 
 def test_method_names_and_errors():
-    cfg = load_config(None, ["methods=[dense,pun]", "prune.density=0.05",
-                             "prune.densities=[0.1,0.05]", "seeds=[0,1]"])
+    cfg = load_config(
+        None,
+        ["methods=[dense,pun]", "prune.density=0.05", "prune.densities=[0.1,0.05]", "seeds=[0,1]"],
+    )
     names = sorted({s.name for s in model_specs(cfg)})
     assert names == ["dense", "pun", "pun@0.1"]
     assert len(model_specs(cfg)) == 2 + 2 * 2

@@ -23,7 +23,9 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _operator(coils: int = 4, shape=(16, 20), batch: int = 2, kind: str = "random") -> SenseOperator:
+def _operator(
+    coils: int = 4, shape=(16, 20), batch: int = 2, kind: str = "random"
+) -> SenseOperator:
     rng = np.random.default_rng(0)
     maps = np.stack([simulated_coil_maps(shape, coils, rng, jitter=0.2) for _ in range(batch)])
     masks = np.stack([sampling_mask(kind, shape, 4, seed=s).mask for s in range(batch)])
@@ -33,8 +35,9 @@ def _operator(coils: int = 4, shape=(16, 20), batch: int = 2, kind: str = "rando
 def test_fft_matches_numpy_and_is_unitary():
     x = torch.randn(3, 10, 13, dtype=torch.complex64, generator=_gen())
     k = fft2c(x)
-    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"),
-                          axes=(-2, -1))
+    ref = np.fft.fftshift(
+        np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
     np.testing.assert_allclose(k.numpy(), ref, atol=1e-5)
     torch.testing.assert_close(k.norm(), x.norm())
     torch.testing.assert_close(ifft2c(k), x, atol=1e-5, rtol=1e-5)
@@ -136,7 +139,9 @@ def test_coil_maps_normalised_and_operator_shape_errors():
 
 def test_noise_snr_and_unsampled_zero():
     rng = np.random.default_rng(0)
-    k = (rng.standard_normal((4, 64, 64)) + 1j * rng.standard_normal((4, 64, 64))).astype(np.complex64)
+    k = (rng.standard_normal((4, 64, 64)) + 1j * rng.standard_normal((4, 64, 64))).astype(
+        np.complex64
+    )
     mask = sampling_mask("random", (64, 64), 4, seed=0).mask
     k = k * mask
     noisy = add_noise(k, mask, 10.0, np.random.default_rng(1))

@@ -42,8 +42,16 @@ def test_resume_equals_uninterrupted(tiny_config, tiny_images, tmp_path):
     full = build_model(tiny_config.model, 0)
     r_full = train(full, stream, val, tiny_config.train, tmp_path / "full", progress=False)
     part = build_model(tiny_config.model, 0)
-    train(part, stream, val, tiny_config.train, tmp_path / "part", progress=False, stop_at=4,
-          checkpoint_every=1)
+    train(
+        part,
+        stream,
+        val,
+        tiny_config.train,
+        tmp_path / "part",
+        progress=False,
+        stop_at=4,
+        checkpoint_every=1,
+    )
     resumed = build_model(tiny_config.model, 0)
     r_res = train(resumed, stream, val, tiny_config.train, tmp_path / "part", progress=False)
     for (n, p), (_, q) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
@@ -67,8 +75,9 @@ def test_finished_run_is_skipped_and_loads_weights(tiny_config, tiny_images, tmp
 
 
 def test_early_stopping(tiny_config, tiny_images, tmp_path):
-    cfg = dataclasses.replace(tiny_config.train, steps=40, val_every=1, patience=1, lr=0.5,
-                              grad_clip=0.0)
+    cfg = dataclasses.replace(
+        tiny_config.train, steps=40, val_every=1, patience=1, lr=0.5, grad_clip=0.0
+    )
     stream, val = _setup(tiny_config, tiny_images)
     result = train(build_model(tiny_config.model, 0), stream, val, cfg, tmp_path, progress=False)
     assert result.stopped_early and result.steps < 40

@@ -1,8 +1,8 @@
 """Run configuration: nested frozen dataclasses loaded from YAML with ``key=value`` overrides.
 
 Each field carries its help text in ``metadata["help"]``; each default lives only here. Values are
-validated and converted to the declared types (real lists, literal choices), and an unknown key is an
-error naming the key and the accepted ones. The resolved configuration is saved in every run
+validated and converted to the declared types (real lists, literal choices), and an unknown key is
+an error naming the key and the accepted ones. The resolved configuration is saved in every run
 directory (``config.yaml``) so a run can always be reproduced and re-evaluated.
 """
 
@@ -22,10 +22,17 @@ from .pruning.pun import PunSearchConfig
 
 
 def _f(default: Any, help: str) -> Any:
-    """A dataclass field with a default and a one-line help text."""
+    """A dataclass field with a default and a one-line help text (``None`` for a dict field
+    means an empty mapping)."""
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata={"help": help})
+
+
+def _require(ok: bool, name: str, expected: str, value: Any) -> None:
+    """Raise an InputError naming the config field when a constraint fails."""
+    if not ok:
+        raise InputError(f"config {name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,22 @@ class DataConfig:
     max_val_slices: int = _f(0, "cap on validation slices (evenly spaced); 0 = all")
     max_test_slices: int = _f(0, "cap on test slices per suite (evenly spaced); 0 = all")
 
+    def __post_init__(self) -> None:
+        _require(
+            self.resolution_mm > 0, "data.resolution_mm", "a size in mm > 0", self.resolution_mm
+        )
+        _require(min(self.image_size) >= 8, "data.image_size", "both sizes >= 8", self.image_size)
+        _require(
+            0 <= self.min_tissue < 1, "data.min_tissue", "a fraction in [0, 1)", self.min_tissue
+        )
+        _require(
+            min(self.slab_fractions) >= 0 and sum(self.slab_fractions) > 0,
+            "data.slab_fractions",
+            "three non-negative fractions",
+            self.slab_fractions,
+        )
+        _require(self.slab_gap >= 0, "data.slab_gap", "an integer >= 0", self.slab_gap)
+
 
 @dataclass(frozen=True)
 class PhysicsConfig:
@@ -61,6 +84,16 @@ class PhysicsConfig:
     phase_amplitude: float = _f(3.14159, "peak amplitude of the smooth random phase in radians")
     fresh: bool = _f(True, "redraw mask, phase, coils and noise for every training sample")
 
+    def __post_init__(self) -> None:
+        _require(self.acceleration >= 1, "physics.acceleration", "a factor >= 1", self.acceleration)
+        _require(
+            0 < self.center_fraction < 1,
+            "physics.center_fraction",
+            "a fraction in (0, 1)",
+            self.center_fraction,
+        )
+        _require(self.coils >= 1, "physics.coils", "at least 1 coil", self.coils)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -77,6 +110,12 @@ class ModelConfig:
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal"] = _f(
         "kaiming_normal", "weight initialisation scheme (seeded)"
     )
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "depth", "unrolls", "cg_iterations"):
+            value = getattr(self, name)
+            _require(value >= 1, f"model.{name}", "an integer >= 1", value)
+        _require(self.lam > 0, "model.lam", "a weight > 0", self.lam)
 
 
 @dataclass(frozen=True)
@@ -97,6 +136,32 @@ class TrainConfig:
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     threads: int = _f(0, "torch CPU threads; 0 = torch default")
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every"):
+            value = getattr(self, name)
+            _require(value >= 1, f"train.{name}", "an integer >= 1", value)
+        for name in ("warmup_steps", "patience", "threads"):
+            value = getattr(self, name)
+            _require(value >= 0, f"train.{name}", "an integer >= 0", value)
+        _require(self.lr > 0, "train.lr", "a learning rate > 0", self.lr)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """One named, seeded test suite: which images, simulated how."""
+
+    name: str = _f("id", "suite name (unique; 'id' is the in-distribution suite)")
+    source: str = _f(
+        "test", "'test' (held-out slab), 'coronal'/'sagittal' (other views), or a path"
+    )
+    physics: dict[str, Any] = _f(None, "overrides of the physics section, e.g. {acceleration: 8}")
+    lesions: bool = _f(False, "insert synthetic lesions before simulation (ROI metrics)")
+    description: str = _f("", "one line for the report")
+
+    def __post_init__(self) -> None:
+        if self.physics is None:
+            object.__setattr__(self, "physics", {})
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -108,6 +173,9 @@ class EvalConfig:
     cs_iterations: int = _f(60, "iterations of the L1-wavelet solver")
     cg_tol: float = _f(0.0, "early-stop tolerance for CG at inference; 0 = fixed count")
     figure_slices: int = _f(3, "example slices in the reconstruction figure")
+    suites: tuple[SuiteConfig, ...] = _f(
+        (SuiteConfig(),), "test suites; the first must be 'id' (see configs/ for shift suites)"
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +200,13 @@ class PruneConfig:
     imp_round_steps: int = _f(0, "training steps per IMP round before the last; 0 = train.steps")
     finetune_steps: int = _f(0, "fine-tuning steps after pun-at/magnitude-at/pun-wt; 0 = steps/2")
     wt_logit_lr: float = _f(1e-2, "pun-wt: Adam learning rate of the mask logits")
+
+    def __post_init__(self) -> None:
+        for d in (self.density, *self.densities):
+            _require(0 < d <= 1, "prune.density/densities", "fractions in (0, 1]", d)
+        for name in ("score_batches", "synflow_iterations", "check_batches", "imp_rounds"):
+            value = getattr(self, name)
+            _require(value >= 1, f"prune.{name}", "an integer >= 1", value)
 
 
 @dataclass(frozen=True)
@@ -169,6 +244,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except InputError as exc:
                 errors.append(str(exc))
         raise InputError(errors[0] if errors else f"config {where}: bad value {value!r}")
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise InputError(f"config {where}: expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if origin is Literal:
         if value not in args:
             raise InputError(f"config {where}: {value!r} is not one of {list(args)}")
@@ -224,9 +305,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
             f"unknown config key {prefix}{unknown[0]}; accepted keys in "
             f"{where or 'the top level'}: {', '.join(names)}"
         )
-    kwargs = {
-        k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()
-    }
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
     return cls(**kwargs)
 
 
@@ -256,7 +335,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Load a YAML config (defaults when ``path`` is None) and apply ``key=value`` overrides."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -292,7 +371,7 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 
 def replace(config: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that also accepts dotted keys, e.g. ``replace(c, **{"train.steps": 5})``."""
+    """``dataclasses.replace`` accepting dotted keys: ``replace(c, **{"train.steps": 5})``."""
     nested: dict[str, dict[str, Any]] = {}
     flat = {}
     for key, value in changes.items():

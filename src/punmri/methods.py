@@ -233,7 +233,7 @@ def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
 
     def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         model = build_model(ctx.cfg.model, spec.seed)
-        masks = mask_stage(ctx, spec, lambda: _find(ctx, spec, model, method, allocation))
+        masks = mask_stage(ctx, spec, lambda: find_method_mask(ctx, spec, model, method, allocation))
         result = ctx.train(spec, model, "train", masks)
         return MethodResult(
             _load_best(model, spec.directory(ctx.run_dir) / "train"),
@@ -245,7 +245,7 @@ def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
     return recipe
 
 
-def _find(
+def find_method_mask(
     ctx: MethodContext, spec: ModelSpec, model: nn.Module, method: str, allocation: str | None
 ) -> Masks:
     p = ctx.cfg.prune
@@ -276,7 +276,7 @@ def _pun_masks(ctx: MethodContext, spec: ModelSpec) -> tuple[Masks, dict[str, fl
     """The PUN mask of (density, seed), computed once in the ``pun`` directory."""
     pun_spec = dataclasses.replace(spec, method="pun")
     model = build_model(ctx.cfg.model, spec.seed)
-    masks = mask_stage(ctx, pun_spec, lambda: _find(ctx, pun_spec, model, "pun", None))
+    masks = mask_stage(ctx, pun_spec, lambda: find_method_mask(ctx, pun_spec, model, "pun", None))
     return masks, _mask_costs(masks)
 
 
@@ -324,7 +324,7 @@ def _after_training(method: str) -> Callable:
 
     def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         dense = _trained_dense(ctx, spec.seed)
-        masks = mask_stage(ctx, spec, lambda: _find(ctx, spec, dense.model, method, None), False)
+        masks = mask_stage(ctx, spec, lambda: find_method_mask(ctx, spec, dense.model, method, None), False)
         model = copy.deepcopy(dense.model).train()
         result = ctx.train(spec, model, "train", masks, steps=ctx.finetune_steps())
         model = _load_best(model, spec.directory(ctx.run_dir) / "train")
@@ -363,8 +363,9 @@ def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
             {"params": weight_parameters(m)},
             {"params": gate_parameters(m), "lr": p.wt_logit_lr, "weight_decay": 0.0},
         ],
-        regularizer=lambda step: search_cfg.beta_at(step)
-        * gate_kl(model, spec.density, p.pun.kl_reduction),
+        regularizer=lambda step: (
+            search_cfg.beta_at(step) * gate_kl(model, spec.density, p.pun.kl_reduction)
+        ),
         after_step=after_step,
     )
     joint = ctx.train(spec, model, "joint", hooks=hooks)
@@ -405,12 +406,15 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
                 torch.save(copy.deepcopy(initial.state_dict()), rewind_path)
 
         model0 = initial
-        r0 = ctx.train(spec, model0, "round0", steps=round_steps,
-                       hooks=TrainHooks(after_step=keep_rewind))
+        r0 = ctx.train(
+            spec, model0, "round0", steps=round_steps, hooks=TrainHooks(after_step=keep_rewind)
+        )
         mask_cost = _train_costs(r0, "mask")
         current_model = _load_best(model0, directory / "round0")
-        rewind_state = torch.load(rewind_path) if rewind_path.is_file() else (
-            build_model(ctx.cfg.model, spec.seed).state_dict()
+        rewind_state = (
+            torch.load(rewind_path)
+            if rewind_path.is_file()
+            else (build_model(ctx.cfg.model, spec.seed).state_dict())
         )
     masks: Masks | None = None
     schedule = imp_density_schedule(spec.density, p.imp_rounds)

@@ -35,6 +35,7 @@ from .evaluate.suites import Suite, simulated_suite, source_suites
 from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
 from .io import write_json_atomic
 from .models import build_model
+from .pruning import Masks
 from .report import write_report
 from .train import TrainResult, load_weights, resolve_device
 
@@ -71,6 +72,7 @@ class TrainedModel:
     model: nn.Module
     result: TrainResult
     costs: dict[str, float] = field(default_factory=dict)
+    masks: Masks | None = None
 
 
 def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) -> Path:
@@ -160,7 +162,7 @@ def train_spec(
     from .methods import MethodContext, run_method
 
     out = run_method(MethodContext(cfg, run_dir, data, progress), spec)
-    return TrainedModel(spec, out.model, out.result, out.costs)
+    return TrainedModel(spec, out.model, out.result, out.costs, out.masks)
 
 
 def cs_lambda(cfg: RunConfig, data: RunData, run_dir: Path) -> float:
@@ -185,7 +187,7 @@ def seed_method_name(name: str, seed: int, seeds: Sequence[int]) -> str:
 
 def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel:
     """A finished model of a run directory (refuses unfinished training)."""
-    from .pruning import Masks, apply
+    from .pruning import apply
 
     directory = spec.directory(run_dir)
     if not (directory / "costs.json").is_file():
@@ -194,12 +196,13 @@ def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel
             "finish it with `punmri run` or `punmri train` on the same config first"
         )
     model = build_model(cfg.model, seed=spec.seed)
-    if (directory / "mask.pt").is_file():
-        apply(model, Masks.load(directory / "mask.pt"))
+    masks = Masks.load(directory / "mask.pt") if (directory / "mask.pt").is_file() else None
+    if masks is not None:
+        apply(model, masks)
     load_weights(model, directory / "train", "best")
     result = TrainResult(**json.loads((directory / "train" / "done.json").read_text()))
     costs = json.loads((directory / "costs.json").read_text())
-    return TrainedModel(spec, model.eval(), result, costs)
+    return TrainedModel(spec, model.eval(), result, costs, masks)
 
 
 def train_all(
@@ -283,9 +286,7 @@ def evaluate_run(
     return evaluate_and_report(cfg, out_dir, data, trained, progress)
 
 
-def summarize(
-    records: list[SliceRecord], trained: Sequence[TrainedModel], cfg: RunConfig
-) -> dict:
+def summarize(records: list[SliceRecord], trained: Sequence[TrainedModel], cfg: RunConfig) -> dict:
     """Aggregate metrics with per-method training costs (the ``metrics.json`` contract)."""
     merged = [_merge_seed(r) for r in records]
     metrics = aggregate(merged)
@@ -307,7 +308,12 @@ def _merge_seed(record: SliceRecord) -> SliceRecord:
         return record
     method = record.method.split("#s")[0]
     return SliceRecord(
-        method, record.suite, record.slice_name, record.psnr, record.ssim, record.nmse,
+        method,
+        record.suite,
+        record.slice_name,
+        record.psnr,
+        record.ssim,
+        record.nmse,
         record.extra,
     )
 

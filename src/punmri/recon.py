@@ -95,8 +95,10 @@ def reconstruct_file(
     if is_fastmri_file(input_path):
         items, crops = _fastmri_batches(input_path)
         images = np.concatenate(
-            [_center_crop(recon(k, s, m).numpy(), c) for (k, s, m), c in zip(items, crops,
-                                                                              strict=True)]
+            [
+                _center_crop(recon(k, s, m).numpy(), c)
+                for (k, s, m), c in zip(items, crops, strict=True)
+            ]
         )
     else:
         image_set = load_images(input_path, shape=cfg.data.image_size)

@@ -21,7 +21,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True,
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="show progress bars",
     )
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.batches import batches
 from .baselines import cs_l1_wavelet, zero_filled
-from .metrics import slice_metrics
+from .metrics import roi_metrics, slice_metrics
 from .suites import Suite
 from .tables import SliceRecord
 
@@ -51,12 +51,27 @@ def reconstruct(recon: ReconFn, suite: Suite, batch_size: int = 8) -> np.ndarray
 
 
 def score(method: str, suite: Suite, images: np.ndarray) -> list[SliceRecord]:
-    """Per-slice PSNR/SSIM/NMSE of reconstructions ``(N, H, W)`` against the suite's targets."""
+    """Per-slice PSNR/SSIM/NMSE of reconstructions ``(N, H, W)`` against the suite's targets.
+
+    A sample whose ``extras`` hold a ``"roi"`` mask ``(H, W)`` bool (a lesion suite) also gets
+    ``roi_psnr``, ``roi_ssim`` and ``lesion_contrast_error`` (:func:`roi_metrics`) in the
+    record's ``extra``.
+    """
     records = []
     for sample, image in zip(suite.samples, images, strict=True):
-        m = slice_metrics(sample.target, image)
+        m = slice_metrics(sample.target, image, name=sample.name)
+        extra: dict[str, float] = {}
+        if "roi" in sample.extras:
+            roi = roi_metrics(sample.target, image, sample.extras["roi"], name=sample.name)
+            extra = {
+                "roi_psnr": roi["psnr"],
+                "roi_ssim": roi["ssim"],
+                "lesion_contrast_error": roi["contrast_error"],
+            }
         records.append(
-            SliceRecord(method, suite.name, sample.name, m["psnr"], m["ssim"], m["nmse"])
+            SliceRecord(
+                method, suite.name, sample.name, m["psnr"], m["ssim"], m["nmse"], extra=extra
+            )
         )
     return records
 

@@ -14,7 +14,9 @@ _DEPTH_ARG = {"resnet": "layers", "unet": "levels", "didn": "blocks"}
 
 def build_denoiser_from_config(cfg: ModelConfig) -> torch.nn.Module:
     """The (un-initialised) denoiser described by ``cfg``."""
-    return build_denoiser(cfg.denoiser, channels=cfg.channels, **{_DEPTH_ARG[cfg.denoiser]: cfg.depth})
+    return build_denoiser(
+        cfg.denoiser, channels=cfg.channels, **{_DEPTH_ARG[cfg.denoiser]: cfg.depth}
+    )
 
 
 def build_model(cfg: ModelConfig, seed: int, cg_tol: float | None = None) -> MoDL:

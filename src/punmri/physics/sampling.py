@@ -79,7 +79,9 @@ def _center_square(shape: tuple[int, int], cf: float) -> np.ndarray:
     h, w = shape
     ch, cw = max(1, int(round(h * cf))), max(1, int(round(w * cf)))
     out = np.zeros(shape, dtype=bool)
-    out[(h - ch + 1) // 2 : (h - ch + 1) // 2 + ch, (w - cw + 1) // 2 : (w - cw + 1) // 2 + cw] = True
+    out[(h - ch + 1) // 2 : (h - ch + 1) // 2 + ch, (w - cw + 1) // 2 : (w - cw + 1) // 2 + cw] = (
+        True
+    )
     return out
 
 

@@ -18,7 +18,7 @@ class SenseOperator:
 
     Args:
         maps: coil sensitivities ``(B, C, H, W)`` complex.
-        mask: k-space sampling mask ``(B, H, W)`` or ``(H, W)`` (shared by the batch); nonzero = sampled.
+        mask: sampling mask ``(B, H, W)`` or ``(H, W)`` (shared by the batch); nonzero = sampled.
     """
 
     def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -94,5 +95,28 @@ def montage(images: np.ndarray, path: Path, columns: int = 6) -> Path:
         ax.axis("off")
     for ax, image in zip(axes.ravel(), images, strict=False):
         ax.imshow(np.abs(image), cmap="gray")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def layer_densities(masks: dict[str, Any], path: Path) -> Path:
+    """Per-layer kept fraction of each method's mask (x: prunable tensors in name order).
+
+    Args:
+        masks: method name -> :class:`~punmri.pruning.Masks` (or any name -> bool-tensor mapping).
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    names: list[str] = []
+    for method, m in masks.items():
+        names = sorted(m)
+        dens = [float(m[n].float().mean()) for n in names]
+        ax.plot(range(len(names)), dens, "o-", ms=3, lw=1, label=method)
+    ax.set_xticks(range(len(names)))
+    short = [n.removesuffix(".weight").removeprefix("denoiser.") for n in names]
+    ax.set_xticklabels(short, fontsize=6, rotation=60)
+    ax.set_yscale("log")
+    ax.set_ylabel("kept fraction")
+    ax.set_xlabel("prunable tensor")
+    ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     return _save(fig, path)

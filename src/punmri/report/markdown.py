@@ -12,7 +12,7 @@ import numpy as np
 from ..config import RunConfig
 from ..io import write_text_atomic
 from ..models import count_parameters
-from .figures import reconstruction_grid, training_curves
+from .figures import layer_densities, reconstruction_grid, training_curves
 from .html import markdown_to_html
 
 BASELINE_ORDER = ("zero-filled", "cs-l1")
@@ -48,18 +48,33 @@ def results_table(metrics: dict, suites: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+COST_COLUMNS = (
+    ("mask_wall_s", "mask search (s)"),
+    ("mask_backward", "mask bwd passes"),
+    ("train_wall_s", "training (s)"),
+    ("train_backward", "training bwd passes"),
+)
+
+
 def cost_table(metrics: dict) -> str:
-    """Markdown table of per-method costs (mean per seed)."""
+    """Markdown table of per-method costs (mean per seed): finding the mask, then training.
+
+    After-training methods (``pun-at``, ``magnitude-at``, ``imp``, ``pun-wt``) count the dense
+    or joint training they need before their mask exists as mask cost.
+    """
     rows = [(n, e["costs"]) for n, e in metrics["methods"].items() if "costs" in e]
     if not rows:
         return ""
-    keys = sorted({k for _, c in rows for k in c})
-    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for name, costs in rows:
-        lines.append(
-            f"| {name} | " + " | ".join(_fmt(costs.get(k), 1 if "_s" in k else 0) for k in keys)
-            + " |"
-        )
+    pun = dict(rows).get("pun", {})
+    head = [label for _, label in COST_COLUMNS] + ["total (s)", "mask cost / PUN's"]
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, c in rows:
+        cells = [_fmt(c.get(k, 0.0), 1 if k.endswith("_s") else 0) for k, _ in COST_COLUMNS]
+        cells.append(_fmt(c.get("mask_wall_s", 0.0) + c.get("train_wall_s", 0.0), 1))
+        mask_s = c.get("mask_wall_s", 0.0)
+        ratio = mask_s / pun["mask_wall_s"] if pun.get("mask_wall_s") and mask_s else None
+        cells.append("-" if ratio is None else f"{ratio:.2f}x")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -139,6 +154,19 @@ def write_report(
             targets, recons, figures / f"recon_{suite.name}.png", title=f"suite: {suite.name}"
         )
         parts += [f"![reconstructions, {suite.name}](figures/{path.name})", ""]
+    masks = {
+        t.spec.name: t.masks
+        for t in trained
+        if t.masks is not None and t.spec.seed == trained[0].spec.seed
+    }
+    if masks:
+        layer_densities(masks, figures / "layer_density.png")
+        parts += [
+            "Per-layer kept fraction of each mask:",
+            "",
+            "![layer densities](figures/layer_density.png)",
+            "",
+        ]
     histories = {f"{t.spec.name} s{t.spec.seed}": t.result.history for t in trained}
     if histories:
         training_curves(histories, figures / "training.png")

@@ -99,8 +99,8 @@ class TrainResult:
     final_val_psnr: float
     stopped_early: bool
     wall_s: float
-    forward_passes: int
-    backward_passes: int
+    forward_passes: int  # batches run forward (training and validation)
+    backward_passes: int  # batches back-propagated
     history: list[dict] = field(default_factory=list)
 
 
@@ -186,7 +186,11 @@ def train(
 
     stopped_early = False
     bar = tqdm(
-        total=cfg.steps, initial=step, desc=desc, disable=not (progress and main), leave=False,
+        total=cfg.steps,
+        initial=step,
+        desc=desc,
+        disable=not (progress and main),
+        leave=False,
         dynamic_ncols=True,
     )
     running = None
@@ -205,8 +209,8 @@ def train(
         scheduler.step()
         if hooks.after_step is not None:
             hooks.after_step(step)
-        fwd += len(batch)
-        bwd += len(batch)
+        fwd += 1
+        bwd += 1
         step += 1
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -221,7 +225,7 @@ def train(
             history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
         if validate_now:
             psnr = validate(model, val, device)
-            fwd += sum(len(b) for b in val)
+            fwd += len(val)
             history.append({"step": step, "val_psnr": psnr})
             if psnr > best:
                 best, best_step, bad_vals = psnr, step, 0

@@ -1,0 +1,135 @@
+"""PUN mask-search tuning -> docs/BENCHMARKS.md section "pun-search" and docs/figures/.
+
+For each setting of the search (``prune.pun.*`` overrides), find the PUN mask of the freshly
+initialised demo MoDL and compare the *untrained* network's loss on held-out training batches
+under (a) the dense weights, (b) the PUN mask and (c) layer-shuffled PUN masks (random masks
+with PUN's per-layer counts: the fair control). The search learns something beyond the per-layer
+allocation only if (b) is clearly below (c).
+
+Usage::
+
+    python benchmarks/pun_search.py --density 0.05 \
+        --setting "steps=300" --setting "steps=300,lr=0.05,tau1=0.1" ...
+
+Each setting's result is cached in ``runs/bench-pun-search/`` (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from _docs import machine, write_section  # noqa: E402
+
+from punmri.config import load_config  # noqa: E402
+from punmri.methods import MethodContext, find_method_mask, mask_check  # noqa: E402
+from punmri.models import build_model  # noqa: E402
+from punmri.pipeline import ModelSpec, load_run_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "runs" / "bench-pun-search"
+DEFAULT_SETTINGS = ("steps=300",)
+
+
+def run_setting(config: str, density: float, seed: int, setting: str, extra: list[str]) -> dict:
+    """Search one mask and check it; cached by (config, density, seed, setting, extra)."""
+    key = hashlib.sha1(json.dumps([config, density, seed, setting, extra]).encode()).hexdigest()
+    path = CACHE / f"{key[:12]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    overrides = [f"prune.pun.{kv}" for kv in setting.split(",") if kv] + extra
+    cfg = load_config(ROOT / config, [*overrides, f"prune.density={density}"])
+    data = load_run_data(cfg)
+    ctx = MethodContext(cfg, CACHE, data, progress=False)
+    spec = ModelSpec("pun", seed, density, density)
+    model = build_model(cfg.model, seed)
+    t0 = time.perf_counter()
+    masks = find_method_mask(ctx, spec, model, "pun", None)
+    search_s = time.perf_counter() - t0
+    check = mask_check(ctx, spec, masks)
+    out = {
+        "setting": setting,
+        "extra": extra,
+        "density": density,
+        "seed": seed,
+        "search_s": search_s,
+        "check": check,
+        "history": masks.metadata["pun_history"],
+        "histogram": masks.metadata["pun"]["probability_histogram"],
+        "layers": masks.layer_stats(),
+    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def figure(results: list[dict], path: Path) -> Path:
+    """Expected density and search loss traces, and final probability histograms."""
+    fig, (ax_d, ax_l, ax_h) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for r in results:
+        h = r["history"]
+        label = r["setting"] + (" " + " ".join(r["extra"]) if r["extra"] else "")
+        steps = [e["step"] for e in h]
+        ax_d.plot(steps, [e["expected_density"] for e in h], label=label)
+        ax_l.plot(steps, [e["recon"] for e in h], label=label)
+        edges, counts = r["histogram"]["edges"], r["histogram"]["counts"]
+        ax_h.stairs([max(c, 0.5) for c in counts], edges, label=label)
+    ax_d.axhline(results[0]["density"], color="k", lw=0.8, ls="--")
+    ax_d.set(xlabel="search step", ylabel="expected density (mean p)")
+    ax_l.set(xlabel="search step", ylabel="reconstruction loss (sampled mask)", yscale="log")
+    ax_h.set(xlabel="keep probability p", ylabel="weights", yscale="log")
+    ax_h.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--density", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--setting", action="append", help="comma list of PunSearchConfig k=v")
+    parser.add_argument("--extra", action="append", default=[], help="other config overrides")
+    args = parser.parse_args()
+    settings = args.setting or list(DEFAULT_SETTINGS)
+    results = [run_setting(args.config, args.density, args.seed, s, args.extra) for s in settings]
+    lines = [
+        "## PUN mask search (`python benchmarks/pun_search.py`)",
+        "",
+        f"Machine: {machine()}. Config `{args.config}`, density {args.density}, seed {args.seed}."
+        " Loss = training loss of the *untrained* MoDL on "
+        "held-out training batches; control = PUN mask shuffled within each layer (same "
+        "per-layer counts), mean ± std over shuffles. Margin = (control - PUN) / std.",
+        "",
+        "| setting | search (s) | final E[density] | loss dense | loss PUN | loss control | "
+        "margin | PUN beats control |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r["check"]
+        std = statistics.pstdev(c["loss_shuffled"]) or float("nan")
+        margin = (c["loss_shuffled_mean"] - c["loss_mask"]) / std
+        label = r["setting"] + (" " + " ".join(r["extra"]) if r["extra"] else "")
+        lines.append(
+            f"| `{label}` | {r['search_s']:.0f} | {r['history'][-1]['expected_density']:.3f} | "
+            f"{c['loss_dense']:.4f} | {c['loss_mask']:.4f} | {c['loss_shuffled_mean']:.4f} ± "
+            f"{std:.4f} | {margin:+.1f} | {'yes' if margin > 2 else 'no'} |"
+        )
+    fig = figure(results, ROOT / "docs" / "figures" / "pun_search.png")
+    lines += ["", f"![PUN search traces]({fig.relative_to(ROOT / 'docs')})"]
+    print(write_section("pun-search", "\n".join(lines)))
+
+
+if __name__ == "__main__":
+    main()
