@@ -5,8 +5,10 @@ on the whole slice but on the small regions a radiologist cares about. A lesion 
 random semi-axes (pixels), rotation and sub-pixel centre whose intensity change is
 ``contrast * local mean tissue intensity`` with a smooth (smoothstep) taper towards its edge.
 Lesions lie entirely inside tissue (pixels above ``tissue_threshold``), do not touch the image
-border and do not touch each other. The ROI is the union of the lesion supports (every pixel that
-was changed, before any re-normalisation).
+border and do not touch each other. A bright lesion is placed where it keeps the image <= 1 when
+such a place exists (shrinking it if needed); otherwise the image is divided by its new maximum.
+The ROI is the union of the lesion supports (every pixel that was changed, before any
+re-normalisation).
 
 Everything depends only on the image and the given :class:`numpy.random.Generator`.
 """
@@ -122,10 +124,14 @@ def _draw_contrast(
     return float(rng.uniform(seg[0], seg[1])) if seg[1] > seg[0] else seg[0]
 
 
-def _local_mean(image: np.ndarray, tissue: np.ndarray, row: int, col: int) -> float:
-    r0, c0 = max(row - LOCAL_RADIUS_PX, 0), max(col - LOCAL_RADIUS_PX, 0)
-    window = (slice(r0, row + LOCAL_RADIUS_PX + 1), slice(c0, col + LOCAL_RADIUS_PX + 1))
-    return float(image[window][tissue[window]].mean())
+def local_tissue_mean(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Mean of ``image`` over the tissue pixels of the ``(2 L + 1)^2`` window around each pixel,
+    ``L =`` :data:`LOCAL_RADIUS_PX` (0 where the window holds no tissue)."""
+    window = np.ones((2 * LOCAL_RADIUS_PX + 1,) * 2)
+    weights = tissue.astype(np.float64)
+    total = ndimage.correlate(image * weights, window, mode="constant")
+    count = ndimage.correlate(weights, window, mode="constant")
+    return np.where(count > 0.5, total / np.maximum(count, 1.0), 0.0)
 
 
 def plan_lesions(
@@ -141,8 +147,9 @@ def plan_lesions(
     :func:`insert_lesions`).
 
     The number of lesions is uniform on ``n`` (inclusive). A lesion that does not fit inside the
-    remaining tissue is shrunk (down to a 1-pixel radius); lesions that still do not fit are
-    skipped, but at least one is always placed.
+    remaining tissue (or, when bright, would push the image above 1 everywhere it fits) is shrunk
+    down to a 1-pixel radius; lesions that still do not fit are skipped, but at least one is
+    always placed.
 
     Raises:
         InputError: bad arguments, or no tissue pixel where even a 1-pixel lesion fits.
@@ -151,7 +158,9 @@ def plan_lesions(
     if not isinstance(rng, np.random.Generator):
         raise InputError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     if len(n) != 2 or int(n[0]) != n[0] or int(n[1]) != n[1] or not 1 <= n[0] <= n[1]:
-        raise InputError(f"n: expected a (low, high) pair of integers with 1 <= low <= high, got {n}")
+        raise InputError(
+            f"n: expected a (low, high) pair of integers with 1 <= low <= high, got {n}"
+        )
     _check_range(radius_px, "radius_px", low=1.0)
     _check_range(contrast, "contrast", low=-1.0)
     if not 0 <= min_abs_contrast <= max(abs(float(contrast[0])), abs(float(contrast[1]))):
@@ -162,6 +171,7 @@ def plan_lesions(
         raise InputError(f"tissue_threshold: expected a value in [0, 1), got {tissue_threshold}")
 
     tissue = arr > tissue_threshold
+    local_mean = local_tissue_mean(arr.astype(np.float64), tissue)
     interior = np.zeros_like(tissue)
     interior[1:-1, 1:-1] = True
     free = tissue & interior
@@ -175,15 +185,18 @@ def plan_lesions(
         while True:
             scaled = (max(axes[0] * scale, 1.0), max(axes[1] * scale, 1.0))
             support = _footprint(scaled, angle, shift) > 0
-            eligible = ndimage.binary_erosion(free, structure=support, border_value=0)
-            if eligible.any() or max(scaled) <= 1.0:
+            fits = ndimage.binary_erosion(free, structure=support, border_value=0)
+            # prefer places where a bright lesion stays <= 1 (no re-normalisation needed)
+            peak = ndimage.maximum_filter(arr, footprint=support, mode="constant")
+            room = fits & (peak + max(c, 0.0) * local_mean <= 1.0)
+            if room.any() or max(scaled) <= 1.0:
                 break
             scale *= 0.75
-        candidates = np.flatnonzero(eligible)
+        candidates = np.flatnonzero(room if room.any() else fits)
         if candidates.size == 0:
             continue
         row, col = np.unravel_index(int(candidates[rng.integers(candidates.size)]), arr.shape)
-        delta = c * _local_mean(arr, tissue, int(row), int(col))
+        delta = c * float(local_mean[row, col])
         lesion = Lesion(int(row), int(col), shift, scaled, angle, c, float(delta))
         lesions.append(lesion)
         # keep later lesions one pixel away from this one
@@ -255,15 +268,11 @@ def insert_lesions(
     Returns:
         ``(image_with_lesions, roi)``: ``(H, W)`` float32 in [0, 1] and ``(H, W)`` bool.
     """
-    lesions = plan_lesions(
-        image, rng, n, radius_px, contrast, tissue_threshold, min_abs_contrast
-    )
+    lesions = plan_lesions(image, rng, n, radius_px, contrast, tissue_threshold, min_abs_contrast)
     return render_lesions(image, lesions)
 
 
-def lesion_images(
-    images: np.ndarray, seed: int, suite_name: str
-) -> tuple[np.ndarray, np.ndarray]:
+def lesion_images(images: np.ndarray, seed: int, suite_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Insert lesions into every slice of ``images`` ``(N, H, W)`` with default settings.
 
     Slice ``i`` uses ``np.random.default_rng([seed, suite_seed(suite_name), i, 7])``, so a suite's

@@ -190,9 +190,7 @@ def _kspace_samples(cfg: RunConfig, path: str, physics: PhysicsConfig) -> list[S
     """Samples from measured fastMRI k-space (HDF5), retrospectively undersampled."""
     from ..data.kspace_sources import fastmri_samples
 
-    return fastmri_samples(
-        path, dataclasses.replace(cfg, physics=physics), cfg.evaluate.test_seed
-    )
+    return fastmri_samples(path, dataclasses.replace(cfg, physics=physics), cfg.evaluate.test_seed)
 
 
 def build_suite(

@@ -178,7 +178,9 @@ def _cluster_means(diffs: np.ndarray) -> np.ndarray:
         raise InputError(
             f"diffs: expected a non-empty (n_slices,) or (n_slices, n_seeds) array, got {d.shape}"
         )
-    return d.mean(axis=1)
+    with np.errstate(invalid="ignore"):  # inf - inf in ptp of an exact (inf) slice
+        constant = np.ptp(d, axis=1) == 0
+    return np.where(constant, d[:, 0], d.mean(axis=1))  # exact mean of equal seeds
 
 
 def _percentile_ci(
