@@ -171,7 +171,7 @@ def test_score_adds_roi_metrics_on_lesion_suites(splits: dict[str, ImageSet]) ->
 
 
 def test_h5_sources_go_through_the_kspace_hook(
-    splits: dict[str, ImageSet], monkeypatch: pytest.MonkeyPatch
+    splits: dict[str, ImageSet], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import sys
     import types
@@ -179,8 +179,8 @@ def test_h5_sources_go_through_the_kspace_hook(
     calls = []
     idd_samples = build_suites(_config(), splits)[0].samples
 
-    def fastmri_samples(path, cfg, seed):
-        calls.append((path, cfg.physics.acceleration, seed))
+    def fastmri_samples(path, cfg, seed, max_slices=0):
+        calls.append((path, cfg.physics.acceleration, seed, max_slices))
         return idd_samples
 
     fake = types.ModuleType("punmri.data.kspace_sources")
@@ -188,8 +188,15 @@ def test_h5_sources_go_through_the_kspace_hook(
     monkeypatch.setitem(sys.modules, "punmri.data.kspace_sources", fake)
     knee = SuiteConfig(name="knee", source="/data/knee.h5", physics={"acceleration": 8})
     suites = build_suites(_config(knee), splits)
-    assert calls == [("/data/knee.h5", 8.0, 1234)]
+    assert calls == [("/data/knee.h5", 8.0, 1234, 2)]
     assert suites[1].samples is idd_samples
-    assert suites[1].description == "images from /data/knee.h5, acceleration 4 -> 8"
+    assert suites[1].description == "measured k-space from /data/knee.h5, acceleration 4 -> 8"
     with pytest.raises(InputError, match="lesions"):
         build_suites(_config(SuiteConfig(name="k", source="k.h5", lesions=True)), splits)
+    with pytest.raises(InputError, match=r"physics.coils: has no effect on measured k-space"):
+        build_suites(_config(SuiteConfig(name="k", source="k.h5", physics={"coils": 2})), splits)
+    folder = tmp_path / "knees"
+    folder.mkdir()
+    (folder / "a.h5").write_bytes(b"")
+    build_suites(_config(extra=(f"data.paths=[{folder}]",)), splits)
+    assert calls[-1] == (str(folder), 4.0, 1234, 2)

@@ -31,7 +31,7 @@ from .data.sources import ImageSet
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
-from .evaluate.suites import Suite, simulated_suite, source_suites
+from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
 from .io import write_json_atomic
 from .models import build_model
@@ -147,11 +147,13 @@ class RunData:
 
 
 def load_run_data(cfg: RunConfig, extra_sources: Sequence[str] = ()) -> RunData:
-    """Splits, validation batches and the test suites (``id`` + one per extra source)."""
+    """Splits, validation batches and the test suites: ``evaluate.suites`` (``id`` first), then
+    one per source in ``data.paths`` and ``extra_sources``."""
+    from .evaluate.shifts import build_suites
+
     splits = training_splits(cfg.data)
     val = simulated_suite("val", splits["val"], cfg.physics, cfg.evaluate.test_seed)
-    suites = [simulated_suite("id", splits["test"], cfg.physics, cfg.evaluate.test_seed)]
-    suites += source_suites(cfg, [*cfg.data.paths, *extra_sources])
+    suites = build_suites(cfg, splits, extra_sources)
     return RunData(splits, val, suites, cfg.train.batch_size)
 
 

@@ -77,6 +77,20 @@ _LABELS: dict[str, str] = {
 """Report labels of the physics fields that change a fixed test set (``fresh`` only affects
 training and is not reported)."""
 
+KSPACE_PHYSICS: tuple[str, ...] = ("mask_kind", "acceleration", "center_fraction")
+"""Physics fields that apply to measured k-space sources (the data keeps its own coils, phase and
+noise; see :mod:`punmri.data.kspace_sources`)."""
+
+
+def is_kspace_source(source: str | Path) -> bool:
+    """Whether a suite source is measured k-space: a ``.h5`` file or a folder holding some."""
+    path = Path(source)
+    if path.name.lower().endswith(".h5"):
+        return True
+    return path.is_dir() and any(
+        p.is_file() and p.name.lower().endswith(".h5") for p in path.iterdir()
+    )
+
 
 def suite_group(name: str) -> str | None:
     """The :data:`SUITE_GROUPS` kind of a suite name, or ``None`` (``id``, user suites)."""
@@ -123,17 +137,23 @@ def describe_shift(
     train_view: str,
     source: str,
     lesions: bool,
+    kspace: bool = False,
 ) -> str:
     """One line saying what differs from training, e.g. ``acceleration 4 -> 8, lesions``.
 
-    ``in distribution`` when nothing differs.
+    ``in distribution`` when nothing differs. For a measured k-space source (``kspace``) only the
+    sampling fields :data:`KSPACE_PHYSICS` are compared.
     """
     parts = []
-    if source in VIEW_SOURCES and source != train_view:
+    if kspace:
+        parts.append(f"measured k-space from {source}")
+    elif source in VIEW_SOURCES and source != train_view:
         parts.append(f"view {train_view} -> {source}")
     elif source not in ("test", *VIEW_SOURCES):
         parts.append(f"images from {source}")
     for key, label in _LABELS.items():
+        if kspace and key not in KSPACE_PHYSICS:
+            continue
         old, new = getattr(train_physics, key), getattr(physics, key)
         if old != new:
             unit = " dB" if key == "snr_db" and new is not None else ""
@@ -190,7 +210,8 @@ def _kspace_samples(cfg: RunConfig, path: str, physics: PhysicsConfig) -> list[S
     """Samples from measured fastMRI k-space (HDF5), retrospectively undersampled."""
     from ..data.kspace_sources import fastmri_samples
 
-    return fastmri_samples(path, dataclasses.replace(cfg, physics=physics), cfg.evaluate.test_seed)
+    run = dataclasses.replace(cfg, physics=physics)
+    return fastmri_samples(path, run, cfg.evaluate.test_seed, max_slices=cfg.data.max_test_slices)
 
 
 def build_suite(
@@ -202,15 +223,22 @@ def build_suite(
 ) -> Suite:
     """One fixed, seeded test suite from its config (see :func:`build_suites`)."""
     physics = suite_physics(cfg.physics, suite.physics, f"{where}.physics")
+    kspace = suite.source not in ("test", *VIEW_SOURCES) and is_kspace_source(suite.source)
     description = suite.description or describe_shift(
-        cfg.physics, physics, cfg.data.view, suite.source, suite.lesions
+        cfg.physics, physics, cfg.data.view, suite.source, suite.lesions, kspace
     )
     seed = cfg.evaluate.test_seed
-    if suite.source.lower().endswith(".h5"):
+    if kspace:
         if suite.lesions:
             raise InputError(
                 f"{where}.lesions: lesions cannot be inserted into measured k-space "
                 f"({suite.source}); use an image source"
+            )
+        ignored = sorted(set(suite.physics) - set(KSPACE_PHYSICS))
+        if ignored:
+            raise InputError(
+                f"{where}.physics.{ignored[0]}: has no effect on measured k-space "
+                f"({suite.source}); only {', '.join(KSPACE_PHYSICS)} apply"
             )
         return Suite(suite.name, _kspace_samples(cfg, suite.source, physics), physics, description)
     images = _suite_images(cfg, splits, suite.source, {} if views is None else views)
@@ -239,7 +267,9 @@ def build_suites(
     Args:
         cfg: run configuration.
         splits: the run's image sets (``test`` is used by suites with source ``test``).
-        extra_sources: further files/folders (NIfTI/DICOM/NumPy/PNG/TIFF, or fastMRI ``.h5``).
+        extra_sources: further files/folders (NIfTI/DICOM/NumPy/PNG/TIFF, or fastMRI ``.h5``
+            files/folders, read by :func:`punmri.data.kspace_sources.fastmri_samples` with at
+            most ``data.max_test_slices`` slices per file).
 
     Raises:
         InputError: the first suite is not ``{name: id, source: test}`` without overrides, a

@@ -7,14 +7,13 @@ so every method and every run sees exactly the same measurements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import PhysicsConfig, RunConfig
+from ..config import PhysicsConfig
 from ..data.batches import fixed_samples
 from ..data.simulate import Sample
-from ..data.sources import ImageSet, load_images
+from ..data.sources import ImageSet
 
 
 @dataclass
@@ -44,15 +43,3 @@ def path_suite_name(path: str | Path) -> str:
     for ext in (".gz", ".nii", ".npz", ".npy", ".png", ".tiff", ".tif", ".h5", ".dcm"):
         name = name.removesuffix(ext)
     return name or "data"
-
-
-def source_suites(cfg: RunConfig, paths: Sequence[str | Path]) -> list[Suite]:
-    """One suite per user-given source (NIfTI/DICOM/NumPy/PNG file or folder), simulated with the
-    run's physics at the run's image size."""
-    suites = []
-    for path in paths:
-        images = load_images(path, shape=cfg.data.image_size, min_tissue=cfg.data.min_tissue)
-        suites.append(
-            simulated_suite(path_suite_name(path), images, cfg.physics, cfg.evaluate.test_seed)
-        )
-    return suites
