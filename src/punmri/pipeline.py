@@ -14,6 +14,7 @@ Each stage whose output exists is skipped, so an interrupted run continues where
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -31,6 +32,7 @@ from .data.sources import ImageSet
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
+from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
 from .io import write_json_atomic
@@ -236,7 +238,7 @@ def evaluate_and_report(
         recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
     )
     write_slice_csv(records, out_dir / "eval" / "slices.csv")
-    metrics = summarize(records, trained, cfg)
+    metrics = summarize(records, trained, cfg, data.suites)
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_report(out_dir, cfg, metrics, data, images, trained)
     return metrics
@@ -288,36 +290,53 @@ def evaluate_run(
     return evaluate_and_report(cfg, out_dir, data, trained, progress)
 
 
-def summarize(records: list[SliceRecord], trained: Sequence[TrainedModel], cfg: RunConfig) -> dict:
-    """Aggregate metrics with per-method training costs (the ``metrics.json`` contract)."""
-    merged = [_merge_seed(r) for r in records]
-    metrics = aggregate(merged)
+def summarize(
+    records: list[SliceRecord],
+    trained: Sequence[TrainedModel],
+    cfg: RunConfig,
+    suites: Sequence[Suite] = (),
+) -> dict:
+    """The ``metrics.json`` contract: per method and suite the mean/std over slices and seeds,
+    paired differences to ``dense`` with bootstrap 95% CIs, a summary line per method (ID delta and
+    mean OOD delta), suite difficulty and descriptions, and per-method costs."""
+    folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
+    metrics = aggregate(folded)
+    methods = metrics["methods"]
+    if "dense" in methods:
+        others = sorted({r.method for r in records if split_seed(r.method)[0] != "dense"})
+        bases = sorted({split_seed(m)[0] for m in others})
+        stats = suite_statistics(records, bases, reference="dense", seed=cfg.evaluate.test_seed)
+        metrics["summary"] = {}
+        for method, per_suite in stats.items():
+            for suite, entry in per_suite.items():
+                target = methods[method]["suites"][suite]
+                target["delta_psnr"] = entry["delta_psnr"]
+                target["delta_ssim"] = entry["delta_ssim"]
+            metrics["summary"][method] = summary_line(stats, method, seed=cfg.evaluate.test_seed)
+    metrics["suites"] = {
+        s.name: {
+            "description": s.description,
+            "n_slices": len(s),
+            **{
+                f"{m}_psnr": methods[m]["suites"][s.name]["psnr"]
+                for m in ("zero-filled", "dense")
+                if m in methods and s.name in methods[m]["suites"]
+            },
+        }
+        for s in suites
+    }
     for tm in trained:
-        entry = metrics["methods"].setdefault(tm.spec.name, {"suites": {}})
+        entry = methods.setdefault(tm.spec.name, {"suites": {}})
         costs = entry.setdefault("costs", {})
         for key, value in tm.costs.items():
             costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds)
         entry.setdefault("seeds", []).append(tm.spec.seed)
         entry.setdefault("best_step", []).append(tm.result.best_step)
+        if tm.spec.density is not None:
+            entry["density"] = tm.spec.density
     metrics["config"] = to_dict(cfg)
     metrics["image_shape"] = list(cfg.data.image_size)
     return metrics
-
-
-def _merge_seed(record: SliceRecord) -> SliceRecord:
-    """Fold per-seed method keys (``dense#s1``) into the method for aggregation over seeds."""
-    if "#s" not in record.method:
-        return record
-    method = record.method.split("#s")[0]
-    return SliceRecord(
-        method,
-        record.suite,
-        record.slice_name,
-        record.psnr,
-        record.ssim,
-        record.nmse,
-        record.extra,
-    )
 
 
 __all__ = ["ModelSpec", "RunData", "TrainedModel", "load_run_data", "prepare_run_dir", "run"]

@@ -120,3 +120,58 @@ def layer_densities(masks: dict[str, Any], path: Path) -> Path:
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def delta_bars(metrics: dict, methods: Sequence[str], suites: Sequence[str], path: Path) -> Path:
+    """Paired PSNR difference to dense per suite (bars) with bootstrap 95% CI whiskers."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(suites) * max(1, len(methods)) ** 0.5), 3.4))
+    width = 0.8 / max(len(methods), 1)
+    for i, method in enumerate(methods):
+        entries = [
+            metrics["methods"][method]["suites"].get(s, {}).get("delta_psnr") for s in suites
+        ]
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(suites))]
+        means = [e["mean"] if e else np.nan for e in entries]
+        low = [e["mean"] - e["ci_low"] if e else 0 for e in entries]
+        high = [e["ci_high"] - e["mean"] if e else 0 for e in entries]
+        ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(suites)))
+    ax.set_xticklabels(suites, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("PSNR - dense PSNR (dB)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def density_curves(metrics: dict, path: Path) -> Path | None:
+    """PSNR against kept density per method: in distribution and mean over shifted suites."""
+    summary = metrics.get("summary", {})
+    curves: dict[str, list[tuple[float, float, float]]] = {}
+    for name, entry in metrics["methods"].items():
+        if "density" not in entry or name not in summary:
+            continue
+        base = name.split("@")[0]
+        id_psnr = entry["suites"]["id"]["psnr"]
+        ood = summary[name]["ood_delta_psnr"]["mean"]
+        curves.setdefault(base, []).append((entry["density"], id_psnr, ood))
+    if not any(len(c) > 1 for c in curves.values()):
+        return None
+    fig, (ax_id, ax_ood) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for base, points in sorted(curves.items()):
+        points.sort()
+        d = [p[0] for p in points]
+        ax_id.plot(d, [p[1] for p in points], "o-", ms=3, label=base)
+        ax_ood.plot(d, [p[2] for p in points], "o-", ms=3, label=base)
+    dense = metrics["methods"].get("dense", {}).get("suites", {}).get("id", {}).get("psnr")
+    if dense is not None:
+        ax_id.axhline(dense, color="k", lw=0.8, ls="--", label="dense")
+    ax_ood.axhline(0, color="k", lw=0.8, ls="--")
+    for ax in (ax_id, ax_ood):
+        ax.set_xscale("log")
+        ax.set_xlabel("kept density")
+    ax_id.set_ylabel("ID PSNR (dB)")
+    ax_ood.set_ylabel("mean OOD PSNR - dense (dB)")
+    ax_id.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
