@@ -187,6 +187,11 @@ class PruneConfig:
     allocation: Literal["global", "uniform", "erk"] = _f(
         "global", "score ranking: one global ranking, or exact per-layer counts"
     )
+    pun_allocation: Literal["global", "uniform", "erk"] = _f(
+        "uniform",
+        "allocation of the PUN search (pun, pun-at): a global ranking at initialisation prunes "
+        "the denoiser's output layer away (see docs/BENCHMARKS.md)",
+    )
     include: tuple[str, ...] = _f((), "only prune weights matching these fnmatch patterns")
     exclude: tuple[str, ...] = _f((), "never prune weights matching these patterns")
     score_batches: int = _f(4, "training batches scored by snip/grasp")

@@ -266,7 +266,7 @@ def find_method_mask(
         data=data,
         loss_fn=get_loss(ctx.cfg.train.loss),
         targets=ctx.targets(model),
-        allocation=allocation or p.allocation,
+        allocation=allocation or (p.pun_allocation if method == "pun" else p.allocation),
         generator=torch.Generator().manual_seed(spec.seed),
         **opts,
     )
