@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo test lint bench clean-demo
+.PHONY: setup data demo demo-pun test lint bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ data:
 
 demo: setup data
 	$(VENV)/bin/punmri run --config configs/demo.yaml --out $(DEMO_OUT)
+
+demo-pun: setup data
+	$(VENV)/bin/punmri run --config configs/demo-pun.yaml --out runs/demo-pun
 
 test: setup
 	@sh scripts/install-data.sh || echo "note: tests that need Colin27 will be skipped"

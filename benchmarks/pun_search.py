@@ -17,6 +17,7 @@ Each setting's result is cached in ``runs/bench-pun-search/`` (resumable).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -39,14 +40,37 @@ CACHE = ROOT / "runs" / "bench-pun-search"
 DEFAULT_SETTINGS = ("steps=300",)
 
 
+def resolved_search(cfg, density: float) -> dict:
+    """The search settings that matter, with the effective initial probability."""
+    pun = dataclasses.asdict(cfg.prune.pun)
+    pun["init_prob"] = pun["init_prob"] if pun["init_prob"] is not None else density
+    for key in ("log_every", "eval_batches"):
+        pun.pop(key)
+    return {**pun, "allocation": cfg.prune.pun_allocation}
+
+
+def label(resolved: dict, density: float) -> str:
+    """The settings that differ from the package defaults."""
+    default = resolved_search(load_config(None, [f"prune.density={density}"]), density)
+    diff = [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in resolved.items()
+        if default.get(k) != v
+    ]
+    return ", ".join(diff) or "defaults"
+
+
 def run_setting(config: str, density: float, seed: int, setting: str, extra: list[str]) -> dict:
-    """Search one mask and check it; cached by (config, density, seed, setting, extra)."""
-    key = hashlib.sha1(json.dumps([config, density, seed, setting, extra]).encode()).hexdigest()
-    path = CACHE / f"{key[:12]}.json"
+    """Search one mask and check it; cached by (config, density, seed, resolved settings)."""
+    overrides = [
+        kv if "." in kv.split("=")[0] else f"prune.pun.{kv}" for kv in setting.split(",") if kv
+    ] + extra
+    cfg = load_config(ROOT / config, [*overrides, f"prune.density={density}"])
+    resolved = resolved_search(cfg, density)
+    blob = json.dumps([config, density, seed, resolved], sort_keys=True)
+    path = CACHE / f"{hashlib.sha1(blob.encode()).hexdigest()[:12]}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    overrides = [f"prune.pun.{kv}" for kv in setting.split(",") if kv] + extra
-    cfg = load_config(ROOT / config, [*overrides, f"prune.density={density}"])
     data = load_run_data(cfg)
     ctx = MethodContext(cfg, CACHE, data, progress=False)
     spec = ModelSpec("pun", seed, density, density)
@@ -56,8 +80,7 @@ def run_setting(config: str, density: float, seed: int, setting: str, extra: lis
     search_s = time.perf_counter() - t0
     check = mask_check(ctx, spec, masks)
     out = {
-        "setting": setting,
-        "extra": extra,
+        "resolved": resolved,
         "density": density,
         "seed": seed,
         "search_s": search_s,
@@ -76,12 +99,12 @@ def figure(results: list[dict], path: Path) -> Path:
     fig, (ax_d, ax_l, ax_h) = plt.subplots(1, 3, figsize=(13, 3.4))
     for r in results:
         h = r["history"]
-        label = r["setting"] + (" " + " ".join(r["extra"]) if r["extra"] else "")
+        name = label(r["resolved"], r["density"])
         steps = [e["step"] for e in h]
-        ax_d.plot(steps, [e["expected_density"] for e in h], label=label)
-        ax_l.plot(steps, [e["recon"] for e in h], label=label)
+        ax_d.plot(steps, [e["expected_density"] for e in h], label=name)
+        ax_l.plot(steps, [e["recon"] for e in h], label=name)
         edges, counts = r["histogram"]["edges"], r["histogram"]["counts"]
-        ax_h.stairs([max(c, 0.5) for c in counts], edges, label=label)
+        ax_h.stairs([max(c, 0.5) for c in counts], edges, label=name)
     ax_d.axhline(results[0]["density"], color="k", lw=0.8, ls="--")
     ax_d.set(xlabel="search step", ylabel="expected density (mean p)")
     ax_l.set(xlabel="search step", ylabel="reconstruction loss (sampled mask)", yscale="log")
@@ -99,7 +122,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--density", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--setting", action="append", help="comma list of PunSearchConfig k=v")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        help="comma list of PunSearchConfig k=v (dotted keys are full config overrides)",
+    )
     parser.add_argument("--extra", action="append", default=[], help="other config overrides")
     args = parser.parse_args()
     settings = args.setting or list(DEFAULT_SETTINGS)
@@ -112,17 +139,17 @@ def main() -> None:
         "held-out training batches; control = PUN mask shuffled within each layer (same "
         "per-layer counts), mean ± std over shuffles. Margin = (control - PUN) / std.",
         "",
-        "| setting | search (s) | final E[density] | loss dense | loss PUN | loss control | "
-        "margin | PUN beats control |",
+        "| settings (vs defaults) | search (s) | final E[density] | loss dense | loss PUN | "
+        "loss control | margin | PUN beats control |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c = r["check"]
         std = statistics.pstdev(c["loss_shuffled"]) or float("nan")
         margin = (c["loss_shuffled_mean"] - c["loss_mask"]) / std
-        label = r["setting"] + (" " + " ".join(r["extra"]) if r["extra"] else "")
         lines.append(
-            f"| `{label}` | {r['search_s']:.0f} | {r['history'][-1]['expected_density']:.3f} | "
+            f"| {label(r['resolved'], r['density'])} | {r['search_s']:.0f} | "
+            f"{r['history'][-1]['expected_density']:.3f} | "
             f"{c['loss_dense']:.4f} | {c['loss_mask']:.4f} | {c['loss_shuffled_mean']:.4f} ± "
             f"{std:.4f} | {margin:+.1f} | {'yes' if margin > 2 else 'no'} |"
         )

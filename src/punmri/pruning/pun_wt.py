@@ -58,7 +58,7 @@ def attach_gates(
         density: target kept fraction ``p0``; sets the default initial probability.
         targets: weight names (default :func:`prunable_targets`).
         generator: draws the initial-logit noise and the first concrete sample.
-        init_prob: initial keep probability (default ``p0 + 0.1 (1 - p0)``).
+        init_prob: initial keep probability (default ``p0``).
         init_noise: std of Gaussian noise on the initial logits.
         tau: initial temperature (change with :func:`set_temperature_`).
 

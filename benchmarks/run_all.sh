@@ -1,0 +1,15 @@
+#!/bin/sh
+# Regenerate every section of docs/BENCHMARKS.md (hours on a 2-core CPU; each step resumes).
+set -e
+cd "$(dirname "$0")"
+PY=${PY:-../.venv/bin/python}
+$PY foundation.py
+$PY pun_search.py \
+    --setting "prune.pun_allocation=global,lr=0.01,beta=0.01,init_prob=0.14500000000000002" \
+    --setting "lr=0.01,beta=0.01,init_prob=0.145" \
+    --setting "lr=0.05,beta=0.01,init_prob=0.14500000000000002" \
+    --setting "lr=0.05,beta=1,init_prob=0.14500000000000002" \
+    --setting "prune.pun_allocation=global" \
+    --setting "prune.pun_allocation=erk" \
+    --setting ""
+$PY pruning.py --steps 200 prune.imp_rounds=2 "evaluate.suites=[{name: id}]"
