@@ -37,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: setup data
-	$(PY) benchmarks/foundation.py
+	PY=$(CURDIR)/$(PY) sh benchmarks/run_all.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
