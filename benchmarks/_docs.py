@@ -37,3 +37,27 @@ def write_section(name: str, body: str) -> Path:
     tmp.write_text(text)
     tmp.replace(DOC)
     return DOC
+
+
+def punmri_run(
+    config: str | Path, out: str | Path, overrides: list[str], quiet: bool = False
+) -> None:
+    """Run ``punmri run`` in a subprocess from the repository root (resumes an existing run)."""
+    import subprocess
+    import sys
+
+    root = DOC.parent.parent
+    cmd = [
+        sys.executable,
+        "-m",
+        "punmri.cli.main",
+        "run",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        *overrides,
+    ]
+    if quiet:
+        cmd.append("--no-progress")
+    subprocess.run(cmd, check=True, cwd=root, stdout=subprocess.DEVNULL if quiet else None)

@@ -15,15 +15,13 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _docs import machine, write_section
+from _docs import machine, punmri_run, write_section
 from torch import nn
 
 from punmri.config import load_config
@@ -38,19 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_demo() -> tuple[float, dict]:
     """Time the demo command end to end in a fresh directory."""
     out = Path(tempfile.mkdtemp(prefix="punmri-demo-")) / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "punmri.cli.main",
-        "run",
-        "--config",
-        str(ROOT / "configs/demo.yaml"),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    punmri_run(ROOT / "configs/demo.yaml", out, [], quiet=True)
     wall = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out.parent)

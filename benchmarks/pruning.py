@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from _docs import machine, write_section
+from _docs import machine, punmri_run, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("dense", "pun", "pun-at", "random", "snip", "synflow", "imp")
@@ -41,18 +39,7 @@ def main() -> None:
         *([f"train.steps={args.steps}"] if args.steps else []),
         *args.overrides,
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "punmri.cli.main",
-        "run",
-        "--config",
-        args.config,
-        "--out",
-        args.out,
-        *overrides,
-    ]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    punmri_run(args.config, args.out, overrides)
     metrics = json.loads((ROOT / args.out / "metrics.json").read_text())
     write_section("pruning", render(metrics, args, overrides, headline))
 

@@ -15,9 +15,10 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from _docs import punmri_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SLICES = 8
@@ -31,20 +32,7 @@ REGIMES = {
 
 def run_regime(config: str, regime: str, out: Path, overrides: list[str]) -> dict:
     """Run (or resume) one regime and return its metrics."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "punmri.cli.main",
-        "run",
-        "--config",
-        config,
-        "--out",
-        str(out),
-        *REGIMES[regime],
-        f"name=results-{regime}",
-        *overrides,
-    ]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    punmri_run(config, out, [*REGIMES[regime], f"name=results-{regime}", *overrides])
     return json.loads((out / "metrics.json").read_text())
 
 
