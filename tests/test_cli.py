@@ -104,3 +104,40 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "foreign"), *TINY]) == 2
     assert "is not a punmri run" in capsys.readouterr().err
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+
+
+def test_prune_writes_exact_mask_and_refuses_clobber(tmp_path, capsys):
+    out = tmp_path / "mask"
+    args = [
+        "prune",
+        "--method",
+        "snip",
+        "--density",
+        "0.25",
+        "--out",
+        str(out),
+        *TINY,
+        "prune.check_batches=1",
+        "prune.check_shuffles=1",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "mask.json").read_text())
+    assert summary["kept"] == round(0.25 * summary["total"])
+    assert "loss_shuffled_mean" in summary["metadata"]["check"]
+    assert "layer-shuffled control" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (
+        main(["prune", "--method", "imp", "--density", "0.1", "--out", str(tmp_path / "x"), *TINY])
+        == 2
+    )
+    assert "finds masks at initialisation" in capsys.readouterr().err
+
+
+def test_report_rewrites_from_slices(trained_run):
+    (trained_run / "report.md").unlink()
+    before = json.loads((trained_run / "metrics.json").read_text())
+    assert main(["report", "--run", str(trained_run), "--no-progress"]) == 0
+    after = json.loads((trained_run / "metrics.json").read_text())
+    assert after["methods"] == before["methods"]
+    assert (trained_run / "report.md").is_file()

@@ -216,7 +216,13 @@ def mask_stage(
     masks = compute()
     if check:
         masks.metadata["check"] = mask_check(ctx, spec, masks)
-    masks.save(path)
+    save_mask(masks, directory)
+    return masks
+
+
+def save_mask(masks: Masks, directory: Path) -> None:
+    """Write ``mask.pt`` and ``mask.json`` (metadata, counts, per-layer statistics)."""
+    masks.save(directory / "mask.pt")
     summary = {
         "metadata": masks.metadata,
         "kept": masks.kept,
@@ -225,6 +231,35 @@ def mask_stage(
         "layers": masks.layer_stats(),
     }
     write_json_atomic(directory / "mask.json", summary)
+
+
+#: Methods whose mask is found on the initial weights (what ``punmri prune`` offers).
+INIT_METHODS: dict[str, tuple[str, str | None]] = {
+    "pun": ("pun", None),
+    "random": ("random", "uniform"),
+    "random-erk": ("random", "erk"),
+    "magnitude": ("magnitude", None),
+    "snip": ("snip", None),
+    "grasp": ("grasp", None),
+    "synflow": ("synflow", None),
+}
+
+
+def prune_at_init(ctx: MethodContext, method: str, density: float, seed: int, out: Path) -> Masks:
+    """Find the ``method`` mask of the seeded initial network, check it against layer-shuffled
+    controls and write it to ``out`` (``punmri prune``)."""
+    from .pipeline import ModelSpec
+
+    if method not in INIT_METHODS:
+        raise InputError(
+            f"--method {method!r}: punmri prune finds masks at initialisation; choose one of "
+            f"{sorted(INIT_METHODS)} (after-training methods run inside `punmri run`)"
+        )
+    spec = ModelSpec(method, seed, density, density)
+    scorer, allocation = INIT_METHODS[method]
+    masks = find_method_mask(ctx, spec, build_model(ctx.cfg.model, seed), scorer, allocation)
+    masks.metadata["check"] = mask_check(ctx, spec, masks)
+    save_mask(masks, out)
     return masks
 
 
@@ -233,7 +268,9 @@ def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
 
     def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         model = build_model(ctx.cfg.model, spec.seed)
-        masks = mask_stage(ctx, spec, lambda: find_method_mask(ctx, spec, model, method, allocation))
+        masks = mask_stage(
+            ctx, spec, lambda: find_method_mask(ctx, spec, model, method, allocation)
+        )
         result = ctx.train(spec, model, "train", masks)
         return MethodResult(
             _load_best(model, spec.directory(ctx.run_dir) / "train"),
@@ -324,7 +361,9 @@ def _after_training(method: str) -> Callable:
 
     def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         dense = _trained_dense(ctx, spec.seed)
-        masks = mask_stage(ctx, spec, lambda: find_method_mask(ctx, spec, dense.model, method, None), False)
+        masks = mask_stage(
+            ctx, spec, lambda: find_method_mask(ctx, spec, dense.model, method, None), False
+        )
         model = copy.deepcopy(dense.model).train()
         result = ctx.train(spec, model, "train", masks, steps=ctx.finetune_steps())
         model = _load_best(model, spec.directory(ctx.run_dir) / "train")
@@ -448,13 +487,7 @@ def _plain_copy(model: nn.Module) -> nn.Module:
 
 RECIPES: dict[str, Callable[[MethodContext, Any], MethodResult]] = {
     "dense": _dense,
-    "pun": _pruning_at_init("pun"),
-    "random": _pruning_at_init("random", "uniform"),
-    "random-erk": _pruning_at_init("random", "erk"),
-    "magnitude": _pruning_at_init("magnitude"),
-    "snip": _pruning_at_init("snip"),
-    "grasp": _pruning_at_init("grasp"),
-    "synflow": _pruning_at_init("synflow"),
+    **{name: _pruning_at_init(*args) for name, args in INIT_METHODS.items()},
     "pun-shuffled": _pun_shuffled,
     "pun-reinit": _pun_reinit,
     "pun-wt": _pun_wt,

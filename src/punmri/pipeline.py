@@ -34,7 +34,7 @@ from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
 from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
-from .evaluate.tables import SliceRecord, aggregate, write_slice_csv
+from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
 from .models import build_model
 from .pruning import Masks
@@ -216,6 +216,21 @@ def train_all(
     return [train_spec(cfg, spec, data, run_dir, progress) for spec in model_specs(cfg)]
 
 
+def _recons(
+    cfg: RunConfig, out_dir: Path, data: RunData, trained: Sequence[TrainedModel]
+) -> dict[str, ReconFn]:
+    """Reconstruction functions of the baselines and every trained model (per seed)."""
+    device = resolve_device(cfg.train.device)
+    recons: dict[str, ReconFn] = {}
+    for name in cfg.evaluate.baselines:
+        lam = cs_lambda(cfg, data, out_dir) if name == "cs-l1" else 0.0
+        recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
+    for tm in trained:
+        key = seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)
+        recons[key] = model_recon(tm.model, device)
+    return recons
+
+
 def evaluate_and_report(
     cfg: RunConfig,
     out_dir: Path,
@@ -225,15 +240,7 @@ def evaluate_and_report(
 ) -> dict:
     """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
     report into ``out_dir``; return the metrics."""
-    device = resolve_device(cfg.train.device)
-    recons: dict[str, ReconFn] = {}
-    for name in cfg.evaluate.baselines:
-        lam = cs_lambda(cfg, data, out_dir) if name == "cs-l1" else 0.0
-        recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
-    for tm in trained:
-        recons[seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)] = model_recon(
-            tm.model, device
-        )
+    recons = _recons(cfg, out_dir, data, trained)
     records, images = evaluate_methods(
         recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
     )
@@ -261,6 +268,28 @@ def run(
     metrics = evaluate_and_report(cfg, run_dir, data, trained, progress)
     metrics["wall_s"] = time.perf_counter() - t0
     write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def report_run(run_dir: str | Path, progress: bool = True) -> dict:
+    """Recompute ``metrics.json`` and rewrite the report of an evaluated run from its per-slice
+    CSV (no retraining, no re-evaluation; only the figure slices are reconstructed again)."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    csv = run_dir / "eval" / "slices.csv"
+    if not csv.is_file():
+        raise InputError(f"{run_dir} has no eval/slices.csv; finish it with `punmri run` first")
+    data = load_run_data(cfg)
+    trained = [load_trained(cfg, spec, run_dir) for spec in model_specs(cfg)]
+    k = cfg.evaluate.figure_slices
+    heads = [dataclasses.replace(s, samples=s.samples[:k]) for s in data.suites]
+    _, images = evaluate_methods(_recons(cfg, run_dir, data, trained), heads, progress, k)
+    metrics = summarize(read_slice_csv(csv), trained, cfg, data.suites)
+    previous = run_dir / "metrics.json"
+    if previous.is_file():
+        metrics["wall_s"] = json.loads(previous.read_text()).get("wall_s")
+    write_json_atomic(previous, metrics)
+    write_report(run_dir, cfg, metrics, data, images, trained)
     return metrics
 
 

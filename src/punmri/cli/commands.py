@@ -83,7 +83,38 @@ def cmd_data(args: argparse.Namespace, out_dir: Callable) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..methods import MethodContext, prune_at_init
+    from ..pipeline import load_run_data
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / "masks" / args.method
+    if (out / "mask.pt").exists() and not args.overwrite:
+        raise InputError(f"{out / 'mask.pt'} exists; pass --overwrite or choose another --out")
+    seed = cfg.seeds[0] if args.seed is None else args.seed
+    ctx = MethodContext(cfg, out, load_run_data(cfg), progress=True)
+    masks = prune_at_init(ctx, args.method, args.density, seed, out)
+    print(masks.summary())
+    check = masks.metadata["check"]
+    print(
+        f"untrained-network loss on held-out batches: dense {check['loss_dense']:.4f}, "
+        f"mask {check['loss_mask']:.4f}, layer-shuffled control {check['loss_shuffled_mean']:.4f}"
+    )
+    print(f"mask: {out / 'mask.pt'} (statistics in mask.json)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..pipeline import report_run
+
+    metrics = report_run(args.run, progress=args.progress)
+    _summary(metrics, Path(args.run))
+    return 0
+
+
 COMMANDS = {
+    "prune": cmd_prune,
+    "report": cmd_report,
     "run": cmd_run,
     "train": cmd_train,
     "eval": cmd_eval,

@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     _add_progress(p)
 
+    p = sub.add_parser("prune", help="find a pruning mask of the initial network")
+    _add_config_args(p)
+    p.add_argument("--method", required=True, help="pun, random, random-erk, magnitude, snip, ...")
+    p.add_argument("--density", type=float, required=True, help="kept fraction in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="initialisation seed (default: seeds[0])")
+    p.add_argument("--out", default=None, help="output directory (default runs/masks/METHOD)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing mask")
+
+    p = sub.add_parser("report", help="rewrite the report of an evaluated run")
+    p.add_argument("--run", required=True, help="run directory (after `punmri run`)")
+    _add_progress(p)
+
     p = sub.add_parser("eval", help="evaluate a trained run on any image sources")
     p.add_argument("--run", required=True, help="trained run directory")
     p.add_argument("--data", nargs="*", default=[], help="extra sources: files or folders")
