@@ -24,16 +24,13 @@ import statistics
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 from _docs import machine, write_section  # noqa: E402
 
 from punmri.config import load_config  # noqa: E402
 from punmri.methods import MethodContext, find_method_mask, mask_check  # noqa: E402
 from punmri.models import build_model  # noqa: E402
 from punmri.pipeline import ModelSpec, load_run_data  # noqa: E402
+from punmri.report.figures import pun_search_traces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "runs" / "bench-pun-search"
@@ -96,25 +93,8 @@ def run_setting(config: str, density: float, seed: int, setting: str, extra: lis
 
 def figure(results: list[dict], path: Path) -> Path:
     """Expected density and search loss traces, and final probability histograms."""
-    fig, (ax_d, ax_l, ax_h) = plt.subplots(1, 3, figsize=(13, 3.4))
-    for r in results:
-        h = r["history"]
-        name = label(r["resolved"], r["density"])
-        steps = [e["step"] for e in h]
-        ax_d.plot(steps, [e["expected_density"] for e in h], label=name)
-        ax_l.plot(steps, [e["recon"] for e in h], label=name)
-        edges, counts = r["histogram"]["edges"], r["histogram"]["counts"]
-        ax_h.stairs([max(c, 0.5) for c in counts], edges, label=name)
-    ax_d.axhline(results[0]["density"], color="k", lw=0.8, ls="--")
-    ax_d.set(xlabel="search step", ylabel="expected density (mean p)")
-    ax_l.set(xlabel="search step", ylabel="reconstruction loss (sampled mask)", yscale="log")
-    ax_h.set(xlabel="keep probability p", ylabel="weights", yscale="log")
-    ax_h.legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    searches = {label(r["resolved"], r["density"]): (r["history"], r["histogram"]) for r in results}
+    return pun_search_traces(searches, results[0]["density"], path)
 
 
 def main() -> None:

@@ -317,14 +317,24 @@ def _pun_masks(ctx: MethodContext, spec: ModelSpec) -> tuple[Masks, dict[str, fl
     return masks, _mask_costs(masks)
 
 
+def _derived_metadata(pun: Masks, method: str, source: str) -> dict[str, Any]:
+    """Metadata of a mask derived from PUN's, without PUN's own search diagnostics."""
+    skip = ("check", "pun", "pun_history", "cost")
+    return {
+        **{k: v for k, v in pun.metadata.items() if k not in skip},
+        "method": method,
+        "source": source,
+    }
+
+
 def _pun_shuffled(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     pun, costs = _pun_masks(ctx, spec)
 
     def shuffle() -> Masks:
         gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
         out = pun.shuffled_within_layers(gen)
-        out.metadata.update(method="pun-shuffled", source="pun mask shuffled within layers")
-        return out
+        meta = _derived_metadata(pun, "pun-shuffled", "pun mask shuffled within each layer")
+        return Masks(dict(out), meta)
 
     masks = mask_stage(ctx, spec, shuffle, check=False)
     model = build_model(ctx.cfg.model, spec.seed)
@@ -335,7 +345,8 @@ def _pun_shuffled(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
 
 def _pun_reinit(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     pun, costs = _pun_masks(ctx, spec)
-    masks = mask_stage(ctx, spec, lambda: Masks(dict(pun), {**pun.metadata}), check=False)
+    meta = _derived_metadata(pun, "pun-reinit", "pun mask on re-initialised weights")
+    masks = mask_stage(ctx, spec, lambda: Masks(dict(pun), meta), check=False)
     model = build_model(ctx.cfg.model, spec.seed + REINIT_OFFSET)
     result = ctx.train(spec, model, "train", masks)
     model = _load_best(model, spec.directory(ctx.run_dir) / "train")

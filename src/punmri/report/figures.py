@@ -166,12 +166,41 @@ def density_curves(metrics: dict, path: Path) -> Path | None:
     dense = metrics["methods"].get("dense", {}).get("suites", {}).get("id", {}).get("psnr")
     if dense is not None:
         ax_id.axhline(dense, color="k", lw=0.8, ls="--", label="dense")
-    ax_ood.axhline(0, color="k", lw=0.8, ls="--")
-    for ax in (ax_id, ax_ood):
+    has_ood = any(np.isfinite(p[2]) for points in curves.values() for p in points)
+    for ax in (ax_id, ax_ood) if has_ood else (ax_id,):
         ax.set_xscale("log")
         ax.set_xlabel("kept density")
+    if has_ood:
+        ax_ood.axhline(0, color="k", lw=0.8, ls="--")
     ax_id.set_ylabel("ID PSNR (dB)")
     ax_ood.set_ylabel("mean OOD PSNR - dense (dB)")
     ax_id.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pun_search_traces(
+    searches: dict[str, tuple[Sequence[dict], dict]], density: float, path: Path
+) -> Path:
+    """PUN search diagnostics: expected density and loss against step, final keep-probability
+    histogram.
+
+    Args:
+        searches: label -> (logged history of the search, probability histogram
+            ``{"edges", "counts"}``), as stored in the mask metadata.
+        density: the target density (dashed line).
+    """
+    fig, (ax_d, ax_l, ax_h) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for name, (history, histogram) in searches.items():
+        steps = [e["step"] for e in history]
+        ax_d.plot(steps, [e["expected_density"] for e in history], label=name)
+        ax_l.plot(steps, [e["recon"] for e in history], label=name)
+        counts = [max(c, 0.5) for c in histogram["counts"]]
+        ax_h.stairs(counts, histogram["edges"], label=name)
+    ax_d.axhline(density, color="k", lw=0.8, ls="--")
+    ax_d.set(xlabel="search step", ylabel="expected density (mean p)")
+    ax_l.set(xlabel="search step", ylabel="reconstruction loss (sampled mask)", yscale="log")
+    ax_h.set(xlabel="keep probability p", ylabel="weights", yscale="log")
+    ax_h.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)

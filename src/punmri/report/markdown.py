@@ -16,6 +16,7 @@ from .figures import (
     delta_bars,
     density_curves,
     layer_densities,
+    pun_search_traces,
     reconstruction_grid,
     training_curves,
 )
@@ -170,6 +171,42 @@ def setup_section(cfg: RunConfig, data: Any, n_params: int) -> str:
     )
 
 
+def mask_section(trained: Sequence[Any], density: float, figures: Path) -> list[str]:
+    """Per-layer densities of the masks and, for masks from a PUN search, its traces and the
+    untrained-network loss check against layer-shuffled controls (first seed only)."""
+    first = [t for t in trained if t.masks is not None and t.spec.seed == trained[0].spec.seed]
+    if not first:
+        return []
+    layer_densities({t.spec.name: t.masks for t in first}, figures / "layer_density.png")
+    parts = [
+        "Per-layer kept fraction of each mask:",
+        "",
+        "![layers](figures/layer_density.png)",
+        "",
+    ]
+    searched = [t for t in first if "pun_history" in t.masks.metadata]
+    if searched:
+        traces = {
+            t.spec.name: (
+                t.masks.metadata["pun_history"],
+                t.masks.metadata["pun"]["probability_histogram"],
+            )
+            for t in searched
+        }
+        pun_search_traces(traces, density, figures / "pun_search.png")
+        parts += ["PUN mask search: loss of the untrained network on held-out batches", ""]
+        for t in searched:
+            c = t.masks.metadata.get("check", {})
+            if c:
+                parts.append(
+                    f"- `{t.spec.name}`: {c['loss_mask']:.4f} under the mask, "
+                    f"{c['loss_shuffled_mean']:.4f} under layer-shuffled controls, "
+                    f"{c['loss_dense']:.4f} dense"
+                )
+        parts += ["", "![PUN search](figures/pun_search.png)", ""]
+    return parts
+
+
 def write_report(
     run_dir: Path,
     cfg: RunConfig,
@@ -225,19 +262,7 @@ def write_report(
             targets, recons, figures / f"recon_{suite.name}.png", title=f"suite: {suite.name}"
         )
         parts += [f"![reconstructions, {suite.name}](figures/{path.name})", ""]
-    masks = {
-        t.spec.name: t.masks
-        for t in trained
-        if t.masks is not None and t.spec.seed == trained[0].spec.seed
-    }
-    if masks:
-        layer_densities(masks, figures / "layer_density.png")
-        parts += [
-            "Per-layer kept fraction of each mask:",
-            "",
-            "![layer densities](figures/layer_density.png)",
-            "",
-        ]
+    parts += mask_section(trained, cfg.prune.density, figures)
     histories = {f"{t.spec.name} s{t.spec.seed}": t.result.history for t in trained}
     if histories:
         training_curves(histories, figures / "training.png")
