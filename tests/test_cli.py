@@ -141,3 +141,19 @@ def test_report_rewrites_from_slices(trained_run):
     after = json.loads((trained_run / "metrics.json").read_text())
     assert after["methods"] == before["methods"]
     assert (trained_run / "report.md").is_file()
+
+
+def test_recon_fastmri_file_and_data_command(trained_run, tmp_path, capsys):
+    from .test_kspace_sources import _write
+
+    h5 = _write(tmp_path / "knee.h5", n_slices=2, coils=4)
+    out = tmp_path / "knee.nii.gz"
+    assert main(["recon", "--run", str(trained_run), "--input", str(h5), "--out", str(out)]) == 0
+    import nibabel as nib
+
+    volume = np.asarray(nib.load(out).dataobj)
+    assert volume.ndim == 3 and volume.shape[-1] == 2 and np.isfinite(volume).all()
+    np.save(tmp_path / "imgs.npy", np.random.default_rng(0).uniform(size=(3, 16, 16)))
+    assert main(["data", str(tmp_path / "imgs.npy"), "--preview", str(tmp_path / "p.png")]) == 0
+    text = capsys.readouterr().out
+    assert "3 slices of 16x16" in text and (tmp_path / "p.png").is_file()
