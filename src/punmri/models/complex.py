@@ -26,7 +26,8 @@ def complex_to_channels(x: Tensor) -> Tensor:
     Returns:
         Real tensor of shape ``(B, 2, H, W)``, dtype ``float32`` (``float64`` for
         ``complex128`` input); channel 0 is the real part, channel 1 the imaginary part.
-        The result is a new contiguous tensor; gradients flow through it.
+        The result is a view of ``x`` in channels-last memory layout (no copy): convolutions
+        keep that layout, which is markedly faster on CPU (oneDNN) than NCHW; gradients flow.
 
     Raises:
         InputError: if ``x`` is not a complex tensor with 3 dimensions.
@@ -43,7 +44,7 @@ def complex_to_channels(x: Tensor) -> Tensor:
             f"x: expected a complex tensor of shape (B, H, W) (3 dims), got shape {tuple(x.shape)}"
         )
     # view_as_real refuses tensors with a pending conjugation bit; resolve it first.
-    return torch.view_as_real(x.resolve_conj()).permute(0, 3, 1, 2).contiguous()
+    return torch.view_as_real(x.resolve_conj()).permute(0, 3, 1, 2)
 
 
 def channels_to_complex(t: Tensor) -> Tensor:
@@ -74,4 +75,5 @@ def channels_to_complex(t: Tensor) -> Tensor:
             f"t: expected a real tensor of shape (B, 2, H, W) (4 dims, 2 channels), "
             f"got shape {tuple(t.shape)}"
         )
-    return torch.complex(t[:, 0], t[:, 1])
+    # Zero-copy for channels-last input (what the convolutions return for channels-last input).
+    return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())
