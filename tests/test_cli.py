@@ -157,3 +157,16 @@ def test_recon_fastmri_file_and_data_command(trained_run, tmp_path, capsys):
     assert main(["data", str(tmp_path / "imgs.npy"), "--preview", str(tmp_path / "p.png")]) == 0
     text = capsys.readouterr().out
     assert "3 slices of 16x16" in text and (tmp_path / "p.png").is_file()
+
+
+def test_bad_method_writes_nothing_and_failed_start_takes_new_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *TINY, "methods=[lottery]"]) == 2
+    assert "unknown method 'lottery'" in capsys.readouterr().err
+    assert not out.exists()
+    from punmri.config import load_config
+    from punmri.pipeline import prepare_run_dir
+
+    prepare_run_dir(load_config(None, TINY), out)  # a run that died before any stage finished
+    prepare_run_dir(load_config(None, [*TINY, "train.steps=9"]), out)
+    assert load_config(out / "config.yaml").train.steps == 9

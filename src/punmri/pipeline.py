@@ -81,13 +81,15 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) ->
     """Create ``out`` or reopen it for resuming.
 
     An existing directory is resumed only when its saved config equals ``cfg``; a directory with
-    another config (or foreign files) is refused unless ``overwrite`` deletes it first.
+    another config (or foreign files) is refused unless ``overwrite`` deletes it first. A
+    directory holding nothing but its config (a run that failed before any stage finished) takes
+    the new config.
     """
     out = Path(out)
     saved = out / "config.yaml"
     if out.exists() and overwrite:
         shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != "config.yaml" for p in out.iterdir()):
         if not saved.is_file():
             raise InputError(
                 f"output directory {out} exists and is not a punmri run; choose another --out "
@@ -113,7 +115,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
-    """Every (method, density, seed) network the config asks for, dense first."""
+    """Every (method, density, seed) network the config asks for, in config order."""
     from .methods import RECIPES
 
     unknown = [m for m in cfg.methods if m not in RECIPES]
@@ -122,9 +124,6 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
             f"methods: unknown method {unknown[0]!r}; available: {', '.join(sorted(RECIPES))}"
         )
     densities = list(dict.fromkeys([cfg.prune.density, *cfg.prune.densities]))
-    bad = [d for d in densities if not 0 < d <= 1]
-    if bad:
-        raise InputError(f"prune.density/densities must be in (0, 1], got {bad[0]}")
     headline = cfg.prune.density
     specs = []
     for method in cfg.methods:
@@ -260,6 +259,7 @@ def run(
 ) -> dict:
     """Run the whole job into ``out`` and return the aggregate metrics (resumable)."""
     t0 = time.perf_counter()
+    model_specs(cfg)  # unknown methods fail before anything is written
     run_dir = prepare_run_dir(cfg, out, overwrite)
     data = load_run_data(cfg)
     trained = train_all(cfg, run_dir, data, progress)
