@@ -12,4 +12,4 @@ $PY pun_search.py \
     --setting "prune.pun_allocation=global" \
     --setting "prune.pun_allocation=erk" \
     --setting ""
-$PY pruning.py --steps 200 prune.imp_rounds=2 "evaluate.suites=[{name: id}]"
+$PY pruning.py --steps 200 prune.imp_rounds=2 data.max_test_slices=12 "evaluate.suites=[{name: id}]"
