@@ -39,6 +39,17 @@ def test_rerun_resumes_and_different_config_is_refused(trained_run, capsys):
     assert json.loads((trained_run / "metrics.json").read_text())["config"]["train"]["steps"] == 6
 
 
+def test_run_extended_with_another_method_reuses_trained_networks(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--no-progress", *TINY]) == 0
+    before = (out / "models/dense/seed0/train/done.json").read_text()
+    extended = [*TINY, "methods=[dense,random]", "evaluate.baselines=[]"]
+    assert main(["run", "--out", str(out), "--no-progress", *extended]) == 0
+    assert (out / "models/dense/seed0/train/done.json").read_text() == before
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"dense", "random"}
+
+
 def test_eval_on_extra_source_and_recon(trained_run, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "extra.npy", rng.uniform(size=(2, 30, 30)).astype(np.float32))

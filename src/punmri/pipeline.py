@@ -96,13 +96,30 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) ->
                 "or pass --overwrite to replace it"
             )
         previous = yaml.safe_load(saved.read_text())
-        if previous != to_dict(cfg):
+        if _training_settings(previous) != _training_settings(to_dict(cfg)):
             raise InputError(
                 f"run directory {out} holds a run with a different config; resume it with the "
-                "same config, choose another --out, or pass --overwrite to replace it"
+                "same config (methods, seeds, extra densities and evaluation may change), choose "
+                "another --out, or pass --overwrite to replace it"
             )
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, saved)
+    return out
+
+
+#: Config entries that only select *which* networks to train or how to evaluate them: a run may
+#: be resumed with other values (finished networks are reused, new ones trained, evaluation redone).
+_SELECTION_KEYS = (("name",), ("methods",), ("seeds",), ("prune", "densities"), ("evaluate",))
+
+
+def _training_settings(config: dict) -> dict:
+    """``config`` without the selection entries: what every trained network depends on."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for path in _SELECTION_KEYS:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
     return out
 
 
