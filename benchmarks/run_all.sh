@@ -12,4 +12,5 @@ $PY pun_search.py \
     --setting "prune.pun_allocation=global" \
     --setting "prune.pun_allocation=erk" \
     --setting ""
-$PY pruning.py --steps 200 prune.imp_rounds=2 data.max_test_slices=12 "evaluate.suites=[{name: id}]"
+$PY pruning.py prune.imp_rounds=2 data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
+    --steps 200 --methods dense pun pun-at random snip imp synflow
