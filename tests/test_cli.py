@@ -72,36 +72,11 @@ def test_eval_on_extra_source_and_recon(trained_run, tmp_path):
     assert set(metrics["methods"]["dense"]["suites"]) == {"id", "extra"}
     assert metrics["config"]["physics"]["acceleration"] == 6
     rec = tmp_path / "recon.npy"
-    assert (
-        main(
-            [
-                "recon",
-                "--run",
-                str(trained_run),
-                "--input",
-                str(tmp_path / "extra.npy"),
-                "--out",
-                str(rec),
-            ]
-        )
-        == 0
-    )
+    recon = ["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy")]
+    assert main([*recon, "--out", str(rec)]) == 0
     images = np.load(rec)
     assert images.shape == (2, 24, 20) and np.iscomplexobj(images)
-    assert (
-        main(
-            [
-                "recon",
-                "--run",
-                str(trained_run),
-                "--input",
-                str(tmp_path / "extra.npy"),
-                "--out",
-                str(rec),
-            ]
-        )
-        == 2
-    )  # refuses to overwrite
+    assert main([*recon, "--out", str(rec)]) == 2  # refuses to overwrite
 
 
 def test_errors_are_one_line(tmp_path, capsys):

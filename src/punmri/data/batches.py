@@ -121,9 +121,11 @@ class TrainingStream:
     def batch(self, step: int, batch_size: int) -> Batch:
         """The batch of optimizer step ``step`` (0-based)."""
         n = len(self.images)
+        orders: dict[int, np.ndarray] = {}  # one permutation per epoch touched by this batch
         samples = []
         for pos in range(step * batch_size, (step + 1) * batch_size):
             epoch, offset = divmod(pos, n)
-            order = np.random.default_rng([self.seed, 3, epoch]).permutation(n)
-            samples.append(self.sample(int(order[offset]), epoch))
+            if epoch not in orders:
+                orders[epoch] = np.random.default_rng([self.seed, 3, epoch]).permutation(n)
+            samples.append(self.sample(int(orders[epoch][offset]), epoch))
         return collate(samples)
