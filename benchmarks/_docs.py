@@ -40,9 +40,16 @@ def write_section(name: str, body: str) -> Path:
 
 
 def punmri_run(
-    config: str | Path, out: str | Path, overrides: list[str], quiet: bool = False
+    config: str | Path,
+    out: str | Path,
+    overrides: list[str],
+    quiet: bool = False,
+    log: Path | None = None,
 ) -> None:
-    """Run ``punmri run`` in a subprocess from the repository root (resumes an existing run)."""
+    """Run ``punmri run`` in a subprocess from the repository root (resumes an existing run).
+
+    ``quiet`` hides progress bars and the summary; ``log`` sends all output to that file instead.
+    """
     import subprocess
     import sys
 
@@ -58,6 +65,12 @@ def punmri_run(
         str(out),
         *overrides,
     ]
-    if quiet:
+    if quiet or log is not None:
         cmd.append("--no-progress")
-    subprocess.run(cmd, check=True, cwd=root, stdout=subprocess.DEVNULL if quiet else None)
+    if log is None:
+        stdout = subprocess.DEVNULL if quiet else None
+        subprocess.run(cmd, check=True, cwd=root, stdout=stdout)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        subprocess.run(cmd, check=True, cwd=root, stdout=f, stderr=subprocess.STDOUT)

@@ -6,7 +6,9 @@ with bootstrap 95% CIs, per method), each regime's per-suite table with suite di
 figures. Regimes: simulation *fixed* per training slice vs *fresh* per sample, and the full
 training slab vs a small training set.
 
-Usage: ``python benchmarks/results.py [--regimes fixed-small ...] [--config FILE] [overrides]``
+Usage: ``python benchmarks/results.py [--regimes fixed-small ...] [--jobs N] [--config FILE]
+[overrides]``; with ``--jobs N`` the regimes run N at a time, each with ``cores / N`` threads and
+its output in ``runs/results/REGIME.log``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _docs import punmri_run
@@ -23,17 +27,37 @@ from _docs import punmri_run
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SLICES = 8
 REGIMES = {
-    "fresh-full": ["physics.fresh=true", "data.max_train_slices=0"],
-    "fixed-full": ["physics.fresh=false", "data.max_train_slices=0"],
-    "fresh-small": ["physics.fresh=true", f"data.max_train_slices={SMALL_SLICES}"],
     "fixed-small": ["physics.fresh=false", f"data.max_train_slices={SMALL_SLICES}"],
+    "fresh-small": ["physics.fresh=true", f"data.max_train_slices={SMALL_SLICES}"],
+    "fixed-full": ["physics.fresh=false", "data.max_train_slices=0"],
+    "fresh-full": ["physics.fresh=true", "data.max_train_slices=0"],
 }
 
 
-def run_regime(config: str, regime: str, out: Path, overrides: list[str]) -> dict:
+def run_regime(
+    config: str, regime: str, out: Path, overrides: list[str], log: Path | None = None
+) -> dict:
     """Run (or resume) one regime and return its metrics."""
-    punmri_run(config, out, [*REGIMES[regime], f"name=results-{regime}", *overrides])
+    punmri_run(config, out, [*REGIMES[regime], f"name=results-{regime}", *overrides], log=log)
     return json.loads((out / "metrics.json").read_text())
+
+
+def run_regimes(
+    config: str, runs: dict[str, Path], overrides: dict[str, list[str]], jobs: int
+) -> dict[str, dict]:
+    """Run every regime of ``runs`` (with its ``overrides``), ``jobs`` at a time (the CPU
+    threads split between them)."""
+    if jobs <= 1:
+        return {r: run_regime(config, r, out, overrides[r]) for r, out in runs.items()}
+    threads = f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            r: pool.submit(
+                run_regime, config, r, out, [threads, *overrides[r]], out.parent / f"{r}.log"
+            )
+            for r, out in runs.items()
+        }
+        return {r: f.result() for r, f in futures.items()}
 
 
 def _ci(e: dict | None) -> str:
@@ -170,10 +194,22 @@ def main() -> None:
     parser.add_argument("--out", default="runs/results")
     parser.add_argument("--doc", default="docs/RESULTS.md", help="Markdown file to write")
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--jobs", type=int, default=1, help="regimes run at the same time")
+    parser.add_argument(
+        "--sweep-regimes",
+        nargs="*",
+        default=["fixed-small"],
+        choices=list(REGIMES),
+        help="regimes that also train prune.densities (the others only the headline density)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every regime")
     args = parser.parse_args()
     runs = {r: ROOT / args.out / r for r in args.regimes}
-    results = {r: run_regime(args.config, r, runs[r], args.overrides) for r in args.regimes}
+    overrides = {
+        r: [*([] if r in args.sweep_regimes else ["prune.densities=[]"]), *args.overrides]
+        for r in args.regimes
+    }
+    results = run_regimes(args.config, runs, overrides, args.jobs)
     command = "python benchmarks/results.py " + " ".join(sys.argv[1:])
     doc = ROOT / args.doc
     write_doc(results, runs, command.strip(), doc)

@@ -156,3 +156,14 @@ def test_bad_method_writes_nothing_and_failed_start_takes_new_config(tmp_path, c
     prepare_run_dir(load_config(None, TINY), out)  # a run that died before any stage finished
     prepare_run_dir(load_config(None, [*TINY, "train.steps=9"]), out)
     assert load_config(out / "config.yaml").train.steps == 9
+
+
+def test_lesion_suite_reports_roi_metrics(tmp_path):
+    out = tmp_path / "run"
+    suites = "evaluate.suites=[{name: id}, {name: lesions, lesions: true}]"
+    assert main(["run", "--out", str(out), "--no-progress", *TINY, suites]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    lesion = metrics["methods"]["dense"]["suites"]["lesions"]
+    assert {"roi_psnr", "roi_ssim", "lesion_contrast_error"} <= set(lesion)
+    assert "roi_psnr" not in metrics["methods"]["dense"]["suites"]["id"]
+    assert "## Lesion regions" in (out / "report.md").read_text()

@@ -139,3 +139,26 @@ def test_method_names_and_errors():
         model_specs(load_config(None, ["methods=[lottery]"]))
     with pytest.raises(InputError, match=r"\(0, 1\]"):
         model_specs(load_config(None, ["methods=[pun]", "prune.density=1.5"]))
+
+
+def test_sweep_methods_limit_the_extra_densities():
+    base = ["methods=[dense,pun,random]", "prune.density=0.05", "prune.densities=[0.1,0.01]"]
+    cfg = load_config(None, [*base, "prune.sweep_methods=[pun]"])
+    names = [s.name for s in model_specs(cfg)]
+    assert names == ["dense", "pun", "pun@0.1", "pun@0.01", "random"]
+    with pytest.raises(InputError, match="sweep_methods: 'snip' is not in methods"):
+        model_specs(load_config(None, [*base, "prune.sweep_methods=[snip]"]))
+
+
+def test_report_of_a_pruned_run_has_every_section(all_methods_run):
+    cfg, out, metrics = all_methods_run
+    pun = metrics["methods"]["pun"]
+    assert set(pun["suites"]["id"]["delta_psnr"]) == {"mean", "ci_low", "ci_high"}
+    assert set(metrics["summary"]["pun"]) >= {"id_delta_psnr", "ood_delta_psnr"}
+    assert pun["training"]["best_step"] == pun["best_step"]
+    assert len(pun["training"]["final_val_psnr"]) == len(cfg.seeds)
+    report = (out / "report.md").read_text()
+    for heading in ("## Differences to dense", "## Training", "## Cost", "## Figures"):
+        assert heading in report, heading
+    for figure in ("delta_psnr.png", "layer_density.png", "pun_search.png", "training.png"):
+        assert (out / "figures" / figure).is_file(), figure

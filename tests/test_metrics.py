@@ -146,9 +146,18 @@ def test_aggregate_known_records() -> None:
     agg = aggregate(_records())
     knee = agg["methods"]["zf"]["suites"]["knee-4x"]
     assert knee == pytest.approx(
-        {"psnr": 31.0, "ssim": 0.85, "nmse": 0.03, "psnr_std": 1.0, "ssim_std": 0.05, "n": 2}
+        {
+            "psnr": 31.0,
+            "ssim": 0.85,
+            "nmse": 0.03,
+            "psnr_std": 1.0,
+            "ssim_std": 0.05,
+            "n": 2,
+            "roi_psnr": 25.0,  # extras: mean over the slices that have them
+        }
     )
     assert agg["methods"]["zf"]["suites"]["brain-8x"]["n"] == 1
+    assert "roi_psnr" not in agg["methods"]["zf"]["suites"]["brain-8x"]
     failed = agg["methods"]["cs"]["suites"]["knee-4x"]
     assert failed["n"] == 2 and failed["n_failed"] == 1
     assert failed["psnr"] == pytest.approx(34.0) and failed["psnr_std"] == 0.0

@@ -184,6 +184,9 @@ class PruneConfig:
 
     density: float = _f(0.05, "headline kept fraction; methods at it keep their plain name")
     densities: tuple[float, ...] = _f((), "further densities, reported as METHOD@DENSITY")
+    sweep_methods: tuple[str, ...] = _f(
+        (), "methods trained at the further densities too; empty = every pruning method"
+    )
     allocation: Literal["global", "uniform", "erk"] = _f(
         "global", "score ranking: one global ranking, or exact per-layer counts"
     )

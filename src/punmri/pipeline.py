@@ -107,9 +107,19 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) ->
     return out
 
 
-#: Config entries that only select *which* networks to train or how to evaluate them: a run may
-#: be resumed with other values (finished networks are reused, new ones trained, evaluation redone).
-_SELECTION_KEYS = (("name",), ("methods",), ("seeds",), ("prune", "densities"), ("evaluate",))
+#: Config entries that only select *which* networks to train, where they run or how to evaluate
+#: them: a run may be resumed with other values (finished networks are reused, new ones trained,
+#: evaluation redone).
+_SELECTION_KEYS = (
+    ("name",),
+    ("methods",),
+    ("seeds",),
+    ("prune", "densities"),
+    ("prune", "sweep_methods"),
+    ("train", "device"),
+    ("train", "threads"),
+    ("evaluate",),
+)
 
 
 def _training_settings(config: dict) -> dict:
@@ -140,11 +150,19 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
         raise InputError(
             f"methods: unknown method {unknown[0]!r}; available: {', '.join(sorted(RECIPES))}"
         )
-    densities = list(dict.fromkeys([cfg.prune.density, *cfg.prune.densities]))
+    outside = [m for m in cfg.prune.sweep_methods if m not in cfg.methods]
+    if outside:
+        raise InputError(
+            f"prune.sweep_methods: {outside[0]!r} is not in methods {list(cfg.methods)}; "
+            "list only methods the run trains"
+        )
     headline = cfg.prune.density
+    sweep = list(dict.fromkeys([headline, *cfg.prune.densities]))
     specs = []
     for method in cfg.methods:
-        for density in [None] if method == "dense" else densities:
+        swept = not cfg.prune.sweep_methods or method in cfg.prune.sweep_methods
+        densities = [None] if method == "dense" else sweep if swept else [headline]
+        for density in densities:
             specs += [ModelSpec(method, seed, density, headline) for seed in cfg.seeds]
     return specs
 
@@ -378,6 +396,9 @@ def summarize(
             costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds)
         entry.setdefault("seeds", []).append(tm.spec.seed)
         entry.setdefault("best_step", []).append(tm.result.best_step)
+        training = entry.setdefault("training", {})
+        for key in ("steps", "best_step", "best_val_psnr", "final_val_psnr", "stopped_early"):
+            training.setdefault(key, []).append(getattr(tm.result, key))
         if tm.spec.density is not None:
             entry["density"] = tm.spec.density
     metrics["config"] = to_dict(cfg)

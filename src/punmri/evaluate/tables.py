@@ -15,7 +15,8 @@ Output contract of an evaluation run:
   Means and (population, ``ddof=0``) standard deviations ignore ``nan`` values; ``n`` counts every
   slice, and ``n_failed`` (present only when ``k > 0``) counts the slices with a ``nan`` in any of
   psnr/ssim/nmse (e.g. a diverged model). A statistic with no finite-or-infinite value left is
-  ``nan``. Extra per-slice metrics are kept in the CSV but not aggregated.
+  ``nan``. Extra per-slice metrics (e.g. ``roi_psnr`` of lesion suites) add their mean under
+  their own name.
 
 Files are written atomically: to ``PATH.tmp`` first, then moved over ``PATH`` with ``os.replace``.
 """
@@ -148,6 +149,9 @@ def aggregate(records: Iterable[SliceRecord]) -> dict[str, Any]:
                 entry[metric] = mean
                 if metric != "nmse":
                     entry[f"{metric}_std"] = std
+            extras = sorted({k for r in recs for k in r.extra})
+            for metric in extras:
+                entry[metric] = _stats([r.extra.get(metric, math.nan) for r in recs])[0]
             failed = sum(any(math.isnan(getattr(r, m)) for m in METRICS) for r in recs)
             if failed:
                 entry["n_failed"] = failed

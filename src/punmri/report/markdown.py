@@ -130,6 +130,47 @@ def summary_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def lesion_table(metrics: dict, suites: Sequence[str]) -> str:
+    """Markdown table of the lesion-region metrics of every suite that has them: ROI PSNR, ROI
+    SSIM and relative lesion-contrast error (lower is better), per method."""
+    rows = []
+    for suite in suites:
+        for name in method_order(metrics):
+            e = metrics["methods"][name]["suites"].get(suite, {})
+            if "roi_psnr" in e:
+                rows.append(
+                    f"| {suite} | {name} | {_fmt(e['roi_psnr'], 2)} | "
+                    f"{_fmt(e.get('roi_ssim'), 4)} | {_fmt(e.get('lesion_contrast_error'), 3)} |"
+                )
+    if not rows:
+        return ""
+    head = "| suite | method | ROI PSNR (dB) | ROI SSIM | lesion contrast error |"
+    return "\n".join([head, "|---|---|---|---|---|", *rows])
+
+
+def training_table(metrics: dict) -> str:
+    """Markdown table: per trained method, steps run, best step and the best and final
+    checkpoints' validation PSNR (means over seeds), and how many seeds stopped early."""
+    rows = []
+    for name in method_order(metrics):
+        t = metrics["methods"][name].get("training")
+        if not t:
+            continue
+        mean = lambda key: float(np.mean(t[key]))  # noqa: E731
+        rows.append(
+            f"| {name} | {mean('steps'):.0f} | {mean('best_step'):.0f} | "
+            f"{_fmt(mean('best_val_psnr'), 2)} | {_fmt(mean('final_val_psnr'), 2)} | "
+            f"{sum(t['stopped_early'])}/{len(t['stopped_early'])} |"
+        )
+    if not rows:
+        return ""
+    head = (
+        "| method | steps | best step | best val PSNR (dB) | final val PSNR (dB) | "
+        "stopped early |"
+    )
+    return "\n".join([head, "|---|---|---|---|---|---|", *rows])
+
+
 def margins(metrics: dict, suite: str = "id") -> list[str]:
     """Sentences stating the dense network's PSNR margin over the classical baselines."""
     methods = metrics["methods"]
@@ -248,6 +289,30 @@ def write_report(
             parts += ["![PSNR difference to dense per suite](figures/delta_psnr.png)", ""]
         if density_curves(metrics, figures / "density.png"):
             parts += ["![PSNR against density](figures/density.png)", ""]
+    lesions = lesion_table(metrics, suites)
+    if lesions:
+        parts += [
+            "",
+            "## Lesion regions",
+            "",
+            "Metrics on the inserted lesions only (ROI PSNR over lesion pixels, SSIM on the "
+            "lesion's padded bounding box, relative error of the lesion-to-surround contrast):",
+            "",
+            lesions,
+            "",
+        ]
+    training = training_table(metrics)
+    if training:
+        parts += [
+            "",
+            "## Training",
+            "",
+            "Test metrics use the best-validation checkpoint; the final checkpoint's validation "
+            "PSNR shows how much over-fitting early stopping avoided (means over seeds):",
+            "",
+            training,
+            "",
+        ]
     costs = cost_table(metrics)
     if costs:
         parts += ["", "## Cost", "", costs]
