@@ -4,8 +4,10 @@ Trains dense MoDL and the pruned methods at several densities on the demo config
 ``punmri run`` in ``runs/bench-pruning``), then tabulates ID PSNR/SSIM, the cost of finding each
 mask and of training, and IMP's and PUN-AT's mask-finding cost relative to PUN's.
 
-Usage: ``python benchmarks/pruning.py [--steps N] [--densities 0.2 0.1 ...] [--methods ...]``
-(rerunning continues an interrupted benchmark; finished networks are loaded, not retrained).
+Usage: ``python benchmarks/pruning.py [--steps N] [--densities 0.2 0.1 ...] [--methods ...]
+[--section NAME --out DIR]`` (rerunning continues an interrupted benchmark; finished networks are
+loaded, not retrained). ``--section`` writes another section of docs/BENCHMARKS.md, so that a
+method can be added beside the others (with its own dense reference) without rerunning them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="override train.steps (0 = config)")
     parser.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--section", default="pruning", help="section of docs/BENCHMARKS.md")
     parser.add_argument("overrides", nargs="*", help="further config overrides")
     args = parser.parse_args()
     headline = 0.05 if 0.05 in args.densities else args.densities[0]
@@ -41,7 +44,7 @@ def main() -> None:
     ]
     punmri_run(args.config, args.out, overrides)
     metrics = json.loads((ROOT / args.out / "metrics.json").read_text())
-    write_section("pruning", render(metrics, args, overrides, headline))
+    write_section(args.section, render(metrics, args, overrides, headline))
 
 
 def _name(method: str, density: float, headline: float) -> str:
@@ -53,8 +56,16 @@ def render(metrics: dict, args: argparse.Namespace, overrides: list[str], headli
     m = metrics["methods"]
     dens = sorted(args.densities, reverse=True)
     cfg = metrics["config"]
+    command = " ".join(
+        [
+            "python benchmarks/pruning.py",
+            *([] if args.section == "pruning" else [f"--section {args.section}"]),
+            *([] if args.out == "runs/bench-pruning" else [f"--out {args.out}"]),
+        ]
+    )
+    title = "Pruning" if args.section == "pruning" else f"Pruning: {', '.join(args.methods)}"
     lines = [
-        "## Pruning (`python benchmarks/pruning.py`)",
+        f"## {title} (`{command}`)",
         "",
         f"Machine: {machine()}. Config `{args.config}` with `{' '.join(overrides)}` "
         f"({cfg['train']['steps']} training steps per network, seeds {cfg['seeds']}). "

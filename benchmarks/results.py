@@ -24,6 +24,12 @@ from pathlib import Path
 
 from _docs import punmri_run
 
+from punmri.evaluate.statistics import split_seed, suite_statistics, summary_line
+from punmri.evaluate.tables import read_slice_csv
+from punmri.io import write_text_atomic
+from punmri.report.figures import summary_bars
+from punmri.report.markdown import cost_table, training_table
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SLICES = 8
 REGIMES = {
@@ -95,27 +101,116 @@ def regime_map(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def verdict(results: dict[str, dict], method: str = "pun") -> list[str]:
-    """Plain statements of what the CIs say about ``method`` vs dense, per regime."""
+def _pairwise(run_dir: Path, method: str, reference: str, seed: int) -> dict | None:
+    """Summary line (ID and mean OOD paired PSNR difference, CIs) of ``method - reference``
+    from a run's per-slice CSV; None when either is missing."""
+    records = read_slice_csv(run_dir / "eval" / "slices.csv")
+    names = {split_seed(r.method)[0] for r in records}
+    if method not in names or reference not in names:
+        return None
+    stats = suite_statistics(records, [method], reference=reference, seed=seed)
+    return summary_line(stats, method, seed=seed)
+
+
+CONTROLS = ("pun-shuffled", "random")
+
+
+def controls(results: dict[str, dict], runs: dict[str, Path]) -> dict[str, dict[str, dict]]:
+    """Per regime, PUN minus each control (paired over slices and seeds)."""
+    out: dict[str, dict[str, dict]] = {}
+    for regime, metrics in results.items():
+        seed = metrics["config"]["evaluate"]["test_seed"]
+        out[regime] = {}
+        for ref in CONTROLS:
+            line = _pairwise(runs[regime], "pun", ref, seed)
+            if line is not None:
+                out[regime][ref] = line
+    return out
+
+
+def verdict(results: dict[str, dict], contrasts: dict[str, dict[str, dict]]) -> list[str]:
+    """Plain statements of what the CIs say about PUN vs dense and vs its controls, per regime."""
+    words = {1: "better than", -1: "worse than", 0: "not distinguishable from"}
     out = []
     for regime, metrics in results.items():
-        s = metrics.get("summary", {}).get(method)
+        s = metrics.get("summary", {}).get("pun")
         if s is None:
             continue
         idd, ood = s["id_delta_psnr"], s["ood_delta_psnr"]
-        words = {1: "better than", -1: "worse than", 0: "not distinguishable from"}
-        ctrl = metrics.get("summary", {}).get("pun-shuffled")
-        ctrl_text = ""
-        if ctrl is not None:
-            ctrl_text = (
-                f"; the layer-count control (pun-shuffled) has OOD {_ci(ctrl['ood_delta_psnr'])} dB"
-            )
-        out.append(
-            f"- **{regime}**: {method} is {words[_significant(idd)]} dense in distribution "
+        text = (
+            f"- **{regime}**: PUN is {words[_significant(idd)]} dense in distribution "
             f"({_ci(idd)} dB) and {words[_significant(ood)]} dense out of distribution "
-            f"({_ci(ood)} dB){ctrl_text}."
+            f"({_ci(ood)} dB)"
         )
+        for ref, line in contrasts.get(regime, {}).items():
+            text += (
+                f"; against `{ref}` it is {_ci(line['id_delta_psnr'])} dB ID and "
+                f"{_ci(line['ood_delta_psnr'])} dB OOD"
+            )
+        out.append(text + ".")
     return out
+
+
+def control_table(contrasts: dict[str, dict[str, dict]]) -> list[str]:
+    """Table: regime x control, PUN minus control (ID / OOD ΔPSNR with CIs)."""
+    lines = [
+        "| regime | " + " | ".join(f"pun - {c}: ID / OOD (dB)" for c in CONTROLS) + " |",
+        "|---" * (len(CONTROLS) + 1) + "|",
+    ]
+    for regime, per in contrasts.items():
+        cells = [
+            f"{_ci(per[c]['id_delta_psnr'])} / {_ci(per[c]['ood_delta_psnr'])}" if c in per else "-"
+            for c in CONTROLS
+        ]
+        lines.append(f"| {regime} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def quality_table(results: dict[str, dict]) -> list[str]:
+    """Table: per regime, ID PSNR of the classical baselines and dense, and the mean PSNR over
+    the shifted suites (how good the reference network is)."""
+    lines = [
+        "| regime | zero-filled ID | CS-L1 ID | dense ID | zero-filled OOD | CS-L1 OOD | "
+        "dense OOD |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for regime, metrics in results.items():
+        cells = []
+        for part in ("id", "ood"):
+            for m in ("zero-filled", "cs-l1", "dense"):
+                suites = metrics["methods"].get(m, {}).get("suites", {})
+                values = [
+                    e["psnr"]
+                    for name, e in suites.items()
+                    if (name == "id") == (part == "id") and e.get("psnr") is not None
+                ]
+                cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
+        lines.append(f"| {regime} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def density_table(results: dict[str, dict], method: str = "pun") -> list[str]:
+    """Table: for each regime that trained ``method`` at several densities, ID PSNR and ID/OOD
+    difference to dense at each density."""
+    lines = [
+        "| regime | density | ID PSNR (dB) | ID ΔPSNR (dB) | OOD ΔPSNR (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for regime, metrics in results.items():
+        rows = [
+            (e["density"], name)
+            for name, e in metrics["methods"].items()
+            if name.split("@")[0] == method and "density" in e
+        ]
+        if len(rows) < 2:
+            continue
+        for density, name in sorted(rows):
+            s = metrics["summary"][name]
+            lines.append(
+                f"| {regime} | {density:g} | {metrics['methods'][name]['suites']['id']['psnr']:.2f}"
+                f" | {_ci(s['id_delta_psnr'])} | {_ci(s['ood_delta_psnr'])} |"
+            )
+    return lines if len(lines) > 2 else []
 
 
 def _paths(runs: dict[str, Path]) -> str:
@@ -144,12 +239,27 @@ def suite_table(metrics: dict) -> list[str]:
     return lines
 
 
-def write_doc(results: dict[str, dict], runs: dict[str, Path], command: str, doc: Path) -> None:
-    """Compose ``doc`` (docs/RESULTS.md) from the regimes' metrics and figures."""
+REGIME_FIGURES = ("delta_psnr.png", "density.png", "layer_density.png", "training.png")
+
+
+def write_doc(
+    results: dict[str, dict],
+    runs: dict[str, Path],
+    command: str,
+    doc: Path,
+    discussion: Path | None = None,
+) -> None:
+    """Compose ``doc`` (docs/RESULTS.md) from the regimes' metrics, per-slice CSVs and figures;
+    ``discussion`` (Markdown, hand-written about these numbers) is included when it exists."""
     figures = doc.parent / "figures" / "results"
     figures.mkdir(parents=True, exist_ok=True)
     first = next(iter(results.values()))
     cfg = first["config"]
+    contrasts = controls(results, runs)
+    bars = [m for m in ("pun", "pun-shuffled", "random", "snip", "imp") if m in first["summary"]]
+    summary_bars(
+        {r: m.get("summary", {}) for r, m in results.items()}, bars, figures / "regimes.png"
+    )
     lines = [
         "# Does pruning at initialisation (PUN) generalise better than dense MoDL?",
         "",
@@ -159,33 +269,80 @@ def write_doc(results: dict[str, dict], runs: dict[str, Path], command: str, doc
         f"{cfg['data']['view']} slices "
         f"{cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}, "
         f"{cfg['physics']['coils']} coils, {cfg['physics']['mask_kind']} "
-        f"{cfg['physics']['acceleration']:g}x; MoDL {cfg['model']['denoiser']} "
-        f"{cfg['model']['channels']}x{cfg['model']['depth']}, K={cfg['model']['unrolls']}; "
-        f"training to a validation plateau (patience {cfg['train']['patience']}, cap "
-        f"{cfg['train']['steps']} steps); seeds {cfg['seeds']}; PUN at density "
-        f"{cfg['prune']['density']} and {cfg['prune']['densities']}.",
+        f"{cfg['physics']['acceleration']:g}x, SNR {cfg['physics']['snr_db']:g} dB; MoDL "
+        f"{cfg['model']['denoiser']} {cfg['model']['channels']}x{cfg['model']['depth']}, "
+        f"K={cfg['model']['unrolls']}, CG={cfg['model']['cg_iterations']}; Adam lr "
+        f"{cfg['train']['lr']:g}, batch {cfg['train']['batch_size']}, training to a validation "
+        f"plateau (validation every {cfg['train']['val_every']} steps, patience "
+        f"{cfg['train']['patience']}, cap {cfg['train']['steps']} steps; the best-validation "
+        f"checkpoint is tested); seeds {cfg['seeds']}; pruning at density "
+        f"{cfg['prune']['density']:g} (PUN also at {cfg['prune']['densities']} in "
+        f"{', '.join(r for r in results if len(density_table({r: results[r]})) > 2) or 'none'})."
+        " Regimes: `fixed` = one undersampling mask, phase and coil set per training slice drawn "
+        "once, `fresh` = redrawn for every sample; `full` = the whole training slab, `small` = "
+        f"{SMALL_SLICES} evenly spaced training slices.",
         "",
-        "Differences are paired (same slices, same seeds) mean PSNR differences to dense with "
-        "bootstrap 95% confidence intervals; OOD averages the shifted suites.",
+        "Differences are paired (same slices, same seeds) mean PSNR differences with percentile "
+        "bootstrap 95% confidence intervals (slices resampled, a slice's seeds kept together); "
+        "OOD is the mean over the shifted suites, each shift weighted equally. `pun-shuffled` is "
+        "PUN's mask shuffled within each layer (the same per-layer counts): the control that "
+        "tells whether PUN's choice of weights matters or only its layer allocation. `random` is "
+        "a uniform per-layer random mask.",
         "",
         "## Answer",
         "",
-        *verdict(results),
+        *verdict(results, contrasts),
         "",
-        "## Regime map",
+    ]
+    if discussion is not None and discussion.is_file():
+        lines += [discussion.read_text().strip(), ""]
+    lines += [
+        "## Regime map: difference to dense",
         "",
         *regime_map(results),
         "",
+        "![ID and OOD difference to dense per regime](figures/results/regimes.png)",
+        "",
+        "## PUN against its controls",
+        "",
+        *control_table(contrasts),
+        "",
+        "## How good the reference is",
+        "",
+        "Mean PSNR (dB) in distribution and over the shifted suites:",
+        "",
+        *quality_table(results),
+        "",
     ]
+    sweep = density_table(results)
+    if sweep:
+        lines += ["## PUN at other densities", "", *sweep, ""]
     for regime, metrics in results.items():
-        lines += [f"## Regime `{regime}`", "", *suite_table(metrics), ""]
-        for fig in ("delta_psnr.png", "density.png", "layer_density.png", "training.png"):
+        lines += [
+            f"## Regime `{regime}`",
+            "",
+            "Per-suite difficulty (zero-filled and dense PSNR) and paired PSNR difference to "
+            "dense:",
+            "",
+            *suite_table(metrics),
+            "",
+            "Training (the final checkpoint's validation PSNR shows the over-fitting that early "
+            "stopping avoided):",
+            "",
+            training_table(metrics),
+            "",
+            "Cost per network (mean over seeds):",
+            "",
+            cost_table(metrics),
+            "",
+        ]
+        for fig in REGIME_FIGURES:
             src = runs[regime] / "figures" / fig
             if src.is_file():
                 dst = figures / f"{regime}_{fig}"
                 shutil.copyfile(src, dst)
                 lines += [f"![{regime} {fig}](figures/results/{dst.name})", ""]
-    doc.write_text("\n".join(lines) + "\n")
+    write_text_atomic(doc, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -193,6 +350,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/results.yaml")
     parser.add_argument("--out", default="runs/results")
     parser.add_argument("--doc", default="docs/RESULTS.md", help="Markdown file to write")
+    parser.add_argument(
+        "--discussion",
+        default="benchmarks/results_discussion.md",
+        help="hand-written interpretation included under the answer (when the file exists)",
+    )
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--jobs", type=int, default=1, help="regimes run at the same time")
     parser.add_argument(
@@ -212,7 +374,7 @@ def main() -> None:
     results = run_regimes(args.config, runs, overrides, args.jobs)
     command = "python benchmarks/results.py " + " ".join(sys.argv[1:])
     doc = ROOT / args.doc
-    write_doc(results, runs, command.strip(), doc)
+    write_doc(results, runs, command.strip(), doc, ROOT / args.discussion)
     print(doc)
 
 

@@ -13,4 +13,6 @@ $PY pun_search.py \
     --setting "prune.pun_allocation=erk" \
     --setting ""
 $PY pruning.py prune.imp_rounds=2 data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
-    --steps 200 --methods dense pun pun-at random snip imp synflow
+    --steps 200 --methods dense pun pun-at random snip imp
+$PY pruning.py data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
+    --steps 200 --methods dense synflow --section pruning-synflow --out runs/bench-pruning-synflow

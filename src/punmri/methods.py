@@ -107,9 +107,12 @@ class MethodContext:
         s = self.data.splits["train"]
         return TrainingStream(s.images, s.names, self.cfg.physics, seed, self.cfg.train.augment)
 
-    def batches(self, seed: int, n: int, offset: int) -> SearchBatches:
-        """``n`` search/check batches from the training slices."""
-        bs = self.cfg.prune.search_batch_size or self.cfg.train.batch_size
+    def batches(
+        self, seed: int, n: int, offset: int, batch_size: int | None = None
+    ) -> SearchBatches:
+        """``n`` search/check batches from the training slices (of ``batch_size`` slices, by
+        default ``prune.search_batch_size`` or ``train.batch_size``)."""
+        bs = batch_size or self.cfg.prune.search_batch_size or self.cfg.train.batch_size
         return SearchBatches(self.stream(seed), bs, n, offset)
 
     def targets(self, model: nn.Module) -> list[str]:
@@ -294,7 +297,9 @@ def find_method_mask(
         data = ctx.batches(spec.seed, p.pun.steps, SEARCH_OFFSET)
         opts["config"] = p.pun
     elif method == "synflow":
-        data = ctx.batches(spec.seed, 1, SEARCH_OFFSET)
+        # data-free: the batch only supplies the input shape and an operator (the input is all
+        # ones), so one slice's operator is enough and a quarter of the cost of four
+        data = ctx.batches(spec.seed, 1, SEARCH_OFFSET, batch_size=1)
         opts["iterations"] = p.synflow_iterations
     return find_mask(
         model,

@@ -204,3 +204,29 @@ def pun_search_traces(
     ax_h.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def summary_bars(summaries: dict[str, dict[str, dict]], methods: Sequence[str], path: Path) -> Path:
+    """ID and mean-OOD paired PSNR difference to dense (bars, bootstrap 95% CI whiskers) per
+    method, for several groups of runs (e.g. training regimes): ``summaries[group][method]`` is a
+    ``metrics.json`` summary line."""
+    groups = list(summaries)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(groups) * 2), 3.4), sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    panels = (("id_delta_psnr", "in distribution"), ("ood_delta_psnr", "mean over shifts"))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for i, method in enumerate(methods):
+            entries = [summaries[g].get(method, {}).get(key) for g in groups]
+            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(groups))]
+            means = [e["mean"] if e else np.nan for e in entries]
+            low = [e["mean"] - e["ci_low"] if e else 0 for e in entries]
+            high = [e["ci_high"] - e["mean"] if e else 0 for e in entries]
+            ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("PSNR - dense PSNR (dB)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -156,17 +156,17 @@ def training_table(metrics: dict) -> str:
         t = metrics["methods"][name].get("training")
         if not t:
             continue
-        mean = lambda key: float(np.mean(t[key]))  # noqa: E731
+        mean = {k: float(np.mean(t[k])) for k in ("steps", "best_step", "best_val_psnr")}
+        final = float(np.mean(t["final_val_psnr"]))
         rows.append(
-            f"| {name} | {mean('steps'):.0f} | {mean('best_step'):.0f} | "
-            f"{_fmt(mean('best_val_psnr'), 2)} | {_fmt(mean('final_val_psnr'), 2)} | "
+            f"| {name} | {mean['steps']:.0f} | {mean['best_step']:.0f} | "
+            f"{_fmt(mean['best_val_psnr'], 2)} | {_fmt(final, 2)} | "
             f"{sum(t['stopped_early'])}/{len(t['stopped_early'])} |"
         )
     if not rows:
         return ""
     head = (
-        "| method | steps | best step | best val PSNR (dB) | final val PSNR (dB) | "
-        "stopped early |"
+        "| method | steps | best step | best val PSNR (dB) | final val PSNR (dB) | stopped early |"
     )
     return "\n".join([head, "|---|---|---|---|---|---|", *rows])
 

@@ -1,0 +1,75 @@
+"""The generalization-results document (benchmarks/results.py) composed from tiny runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from punmri.config import load_config
+from punmri.pipeline import run
+
+from .conftest import TINY
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _results_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("results_bench", BENCH / "results.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_regimes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    extra = [
+        "methods=[dense,pun,pun-shuffled,random]",
+        "prune.density=0.3",
+        "prune.pun.steps=4",
+        "prune.check_batches=1",
+        "prune.check_shuffles=1",
+        "seeds=[0,1]",
+        "evaluate.baselines=[zero-filled]",
+        "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]",
+    ]
+    runs, results = {}, {}
+    for regime, more in (("fixed-small", ["prune.densities=[0.5]"]), ("fresh-small", [])):
+        cfg = load_config(None, [*TINY, *extra, *more, f"name={regime}"])
+        runs[regime] = root / regime
+        results[regime] = run(cfg, runs[regime], progress=False)
+    return runs, results
+
+
+def test_results_doc_states_answer_controls_and_density(tiny_regimes, tmp_path):
+    runs, results = tiny_regimes
+    module = _results_module()
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Discussion\n\nHand-written text.")
+    doc = tmp_path / "docs" / "RESULTS.md"
+    module.write_doc(results, runs, "python benchmarks/results.py", doc, notes)
+    text = doc.read_text()
+    pun = results["fixed-small"]["summary"]["pun"]["ood_delta_psnr"]
+    assert f"{pun['mean']:+.2f} [{pun['ci_low']:+.2f}, {pun['ci_high']:+.2f}]" in text
+    for heading in ("## Answer", "## Discussion", "## PUN against its controls", "## PUN at other"):
+        assert heading in text, heading
+    assert "| fixed-small | 0.5 |" in text and "| fresh-small | 0.5 |" not in text
+    assert "against `pun-shuffled`" in text
+    assert (doc.parent / "figures" / "results" / "regimes.png").is_file()
+
+
+def test_pun_minus_control_is_antisymmetric(tiny_regimes):
+    runs, results = tiny_regimes
+    module = _results_module()
+    seed = results["fixed-small"]["config"]["evaluate"]["test_seed"]
+    ab = module._pairwise(runs["fixed-small"], "pun", "random", seed)
+    ba = module._pairwise(runs["fixed-small"], "random", "pun", seed)
+    assert ab["id_delta_psnr"]["mean"] == pytest.approx(-ba["id_delta_psnr"]["mean"])
+    assert module._pairwise(runs["fixed-small"], "pun", "snip", seed) is None
