@@ -120,46 +120,77 @@ class MinimalMoDL(nn.Module):
         return x
 
 
-def step_and_inference(cfg_path: str, repeats: int) -> dict:
-    """Median training-step time (batch as configured), per-slice inference time, overhead."""
+def _step_fn(cfg_path: str, which: str):
+    """A training step (forward + backward + Adam on one batch of the config's size) of
+    punmri's MoDL (``which="punmri"``) or of :class:`MinimalMoDL`, and the model."""
     cfg = load_config(ROOT / cfg_path)
     m = cfg.model
     batch = _batch(cfg, cfg.train.batch_size)
-    op = batch.operator()
-    model = build_model(m, seed=0)
+    if which == "punmri":
+        model = build_model(m, seed=0)
+        op = batch.operator()
+        call = lambda: model(batch.kspace, op)  # noqa: E731
+    else:
+        torch.manual_seed(0)
+        model = MinimalMoDL(m.channels, m.depth, m.unrolls, m.cg_iterations, m.lam)
+        call = lambda: model(batch.kspace, batch.maps, batch.mask)  # noqa: E731
     opt = torch.optim.Adam(model.parameters(), 1e-4)
 
-    def step(net, call):
-        out = call(net)
-        loss = (out - batch.target).abs().mean()
-        opt_ = opt if net is model else minimal_opt
-        opt_.zero_grad()
+    def step() -> None:
+        loss = (call() - batch.target).abs().mean()
+        opt.zero_grad()
         loss.backward()
-        opt_.step()
+        opt.step()
 
-    minimal = MinimalMoDL(m.channels, m.depth, m.unrolls, m.cg_iterations, m.lam)
-    minimal_opt = torch.optim.Adam(minimal.parameters(), 1e-4)
-    ours = lambda: step(model, lambda n: n(batch.kspace, op))  # noqa: E731
-    theirs = lambda: step(minimal, lambda n: n(batch.kspace, batch.maps, batch.mask))  # noqa: E731
-    # interleave, alternating which goes first, to share machine and allocator noise fairly
-    ours(), theirs()  # warm-up: the first step in a process pays one-off setup costs
-    t_ours, t_min = [], []
-    for i in range(repeats):
-        pair = [(t_ours, ours), (t_min, theirs)]
-        for times, fn in pair if i % 2 == 0 else pair[::-1]:
-            times.append(_time(fn, 1, warmup=0))
+    return step, model, batch, cfg
+
+
+def _step_times_in_process(cfg_path: str, which: str, repeats: int) -> list[float]:
+    """Step times of one model in this (fresh) process, after two warm-up steps."""
+    step, *_ = _step_fn(cfg_path, which)
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def isolated_step_times(cfg_path: str, processes: int, repeats: int) -> dict[str, list[float]]:
+    """Step times of punmri's and the minimal MoDL, each in its own fresh processes (alternating
+    which runs first), so that neither inherits the other's allocator state."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out: dict[str, list[float]] = {"punmri": [], "minimal": []}
+    order = ["punmri", "minimal"]
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for i in range(processes):
+            for which in order if i % 2 == 0 else order[::-1]:
+                out[which] += pool.apply(_step_times_in_process, (cfg_path, which, repeats))
+    return out
+
+
+def step_and_inference(cfg_path: str, processes: int, repeats: int) -> dict:
+    """Median training-step time of punmri's and the minimal MoDL (each measured in fresh
+    processes), per-slice inference time, and the setting."""
+    times = isolated_step_times(cfg_path, processes, repeats)
+    _, model, batch, cfg = _step_fn(cfg_path, "punmri")
+    m = cfg.model
     model.eval()
     with torch.no_grad():
-        one = batch.kspace[:1], batch.operator()
-        op1 = type(op)(batch.maps[:1], batch.mask[:1])
-        infer = _time(lambda: model(one[0], op1), repeats)
+        op1 = type(batch.operator())(batch.maps[:1], batch.mask[:1])
+        infer = _time(lambda: model(batch.kspace[:1], op1), 5)
     return {
         "params": count_parameters(model),
         "size": f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}, {cfg.physics.coils} coils",
         "model": f"{m.denoiser} {m.channels}ch x{m.depth}, K={m.unrolls}, CG={m.cg_iterations}",
         "batch": cfg.train.batch_size,
-        "step_s": statistics.median(t_ours),
-        "minimal_step_s": statistics.median(t_min),
+        "step_s": statistics.median(times["punmri"]),
+        "minimal_step_s": statistics.median(times["minimal"]),
+        "n": len(times["punmri"]),
         "infer_s": infer,
     }
 
@@ -178,7 +209,8 @@ def main() -> None:
     parser.add_argument(
         "--skip-demo", action="store_true", help="keep the demo rows already in the doc"
     )
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=4, help="fresh processes per model")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per process")
     args = parser.parse_args()
     lines = [
         "## Foundation (`python benchmarks/foundation.py`)",
@@ -212,21 +244,22 @@ def main() -> None:
             "",
         ]
     lines += [
-        "**MoDL step and inference time** (median of repeats; training step = forward + "
-        "backward + Adam on one batch; inference = one slice, no autograd). The *minimal* column "
-        "is a hand-written MoDL with the same CNN and CG count (in this script): punmri must not "
-        "be slower.",
+        "**MoDL step and inference time** (training step = forward + backward + Adam on one "
+        "batch, median of n steps measured in fresh processes, each model in its own processes, "
+        "alternating, after two warm-up steps; inference = one slice, no autograd). The "
+        "*minimal* column is a hand-written MoDL with the same CNN and CG count (in this "
+        "script): punmri must not be slower.",
         "",
-        "| config | image | model | params | batch | step (s) | minimal step (s) | "
+        "| config | image | model | params | batch | n | step (s) | minimal step (s) | "
         "overhead | inference / slice (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for cfg_path, repeats in (("configs/demo.yaml", args.repeats), ("configs/full.yaml", 6)):
-        r = step_and_inference(cfg_path, repeats)
+    for cfg_path in ("configs/demo.yaml", "configs/full.yaml"):
+        r = step_and_inference(cfg_path, args.processes, args.repeats)
         overhead = r["step_s"] / r["minimal_step_s"] - 1
         lines.append(
             f"| `{cfg_path}` | {r['size']} | {r['model']} | {r['params']:,} | {r['batch']} | "
-            f"{r['step_s']:.3f} | {r['minimal_step_s']:.3f} | {overhead:+.1%} | "
+            f"{r['n']} | {r['step_s']:.3f} | {r['minimal_step_s']:.3f} | {overhead:+.1%} | "
             f"{r['infer_s']:.3f} |"
         )
     print(write_section("foundation", "\n".join(lines)))

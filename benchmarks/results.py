@@ -8,7 +8,8 @@ training slab vs a small training set.
 
 Usage: ``python benchmarks/results.py [--regimes fixed-small ...] [--jobs N] [--config FILE]
 [overrides]``; with ``--jobs N`` the regimes run N at a time, each with ``cores / N`` threads and
-its output in ``runs/results/REGIME.log``.
+its output in ``runs/results/REGIME.log``; ``--from-runs`` only rebuilds the reports and the
+document from finished runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from _docs import punmri_run
 from punmri.evaluate.statistics import split_seed, suite_statistics, summary_line
 from punmri.evaluate.tables import read_slice_csv
 from punmri.io import write_text_atomic
+from punmri.pipeline import report_run
 from punmri.report.figures import summary_bars
 from punmri.report.markdown import cost_table, training_table
 
@@ -364,6 +366,12 @@ def main() -> None:
         choices=list(REGIMES),
         help="regimes that also train prune.densities (the others only the headline density)",
     )
+    parser.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="train nothing: rebuild each regime's metrics and report from its per-slice results "
+        "(`punmri report`) and write the document",
+    )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every regime")
     args = parser.parse_args()
     runs = {r: ROOT / args.out / r for r in args.regimes}
@@ -371,7 +379,10 @@ def main() -> None:
         r: [*([] if r in args.sweep_regimes else ["prune.densities=[]"]), *args.overrides]
         for r in args.regimes
     }
-    results = run_regimes(args.config, runs, overrides, args.jobs)
+    if args.from_runs:
+        results = {r: report_run(out, progress=False) for r, out in runs.items()}
+    else:
+        results = run_regimes(args.config, runs, overrides, args.jobs)
     command = "python benchmarks/results.py " + " ".join(sys.argv[1:])
     doc = ROOT / args.doc
     write_doc(results, runs, command.strip(), doc, ROOT / args.discussion)
