@@ -167,3 +167,12 @@ def test_lesion_suite_reports_roi_metrics(tmp_path):
     assert {"roi_psnr", "roi_ssim", "lesion_contrast_error"} <= set(lesion)
     assert "roi_psnr" not in metrics["methods"]["dense"]["suites"]["id"]
     assert "## Lesion regions" in (out / "report.md").read_text()
+
+
+def test_console_summary_is_one_table(trained_run, capsys):
+    assert main(["report", "--run", str(trained_run), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["method", "ID", "PSNR", "ID"]
+    rows = {line.split()[0] for line in out[2:5]}
+    assert rows == {"zero-filled", "cs-l1", "dense"}
+    assert any(line.startswith("report: ") for line in out)

@@ -10,14 +10,12 @@ import numpy as np
 
 from ..config import load_config
 from ..errors import InputError
-from ..evaluate.tables import format_table
+from ..report.console import summary_text
 
 
 def _summary(metrics: dict, where: Path) -> None:
-    print(format_table(metrics, "psnr"))
-    print()
-    print(format_table(metrics, "ssim"))
-    print(f"\nreport: {where / 'report.md'}  (also report.html, metrics.json)")
+    print(summary_text(metrics))
+    print(f"\nreport: {where / 'report.md'}  (per-suite tables, figures; also report.html)")
 
 
 def cmd_run(args: argparse.Namespace, out_dir: Callable) -> int:

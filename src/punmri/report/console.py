@@ -1,0 +1,63 @@
+"""The one-screen console summary printed at the end of ``punmri run``, ``eval`` and ``report``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .markdown import method_order
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _delta(entry: dict | None) -> str:
+    if not entry or entry.get("mean") is None or not math.isfinite(entry["mean"]):
+        return "-"
+    return f"{entry['mean']:+.2f} [{entry['ci_low']:+.2f},{entry['ci_high']:+.2f}]"
+
+
+def summary_text(metrics: dict, id_suite: str = "id") -> str:
+    """One row per method: ID PSNR/SSIM, mean PSNR over the other suites, and (for methods
+    compared with dense) the paired ID and OOD PSNR differences with 95% CIs."""
+    summary = metrics.get("summary", {})
+    header = ["method", "ID PSNR", "ID SSIM", "OOD PSNR", "ΔID vs dense", "ΔOOD vs dense"]
+    rows = [header]
+    n_ood = 0
+    for name in method_order(metrics):
+        suites = metrics["methods"][name]["suites"]
+        idd = suites.get(id_suite, {})
+        ood = [e.get("psnr") for s, e in suites.items() if s != id_suite]
+        n_ood = max(n_ood, len(ood))
+        s = summary.get(name, {})
+        rows.append(
+            [
+                name,
+                _num(idd.get("psnr"), 2),
+                _num(idd.get("ssim"), 4),
+                _num(_mean(ood), 2) if ood else "-",
+                _delta(s.get("id_delta_psnr")),
+                _delta(s.get("ood_delta_psnr")),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    note = (
+        f"PSNR in dB; OOD = mean over {n_ood} shifted suites; Δ = paired difference to dense "
+        "[bootstrap 95% CI]."
+    )
+    return "\n".join([*lines, note])
