@@ -271,15 +271,19 @@ def evaluate_and_report(
     data: RunData,
     trained: Sequence[TrainedModel],
     progress: bool = True,
+    started: float | None = None,
 ) -> dict:
     """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
-    report into ``out_dir``; return the metrics."""
+    report into ``out_dir``; return the metrics (``wall_s`` counts from ``started``, a
+    ``time.perf_counter()`` value, when given)."""
     recons = _recons(cfg, out_dir, data, trained)
     records, images = evaluate_methods(
         recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
     )
     write_slice_csv(records, out_dir / "eval" / "slices.csv")
     metrics = summarize(records, trained, cfg, data.suites)
+    if started is not None:
+        metrics["wall_s"] = time.perf_counter() - started
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_report(out_dir, cfg, metrics, data, images, trained)
     return metrics
@@ -300,10 +304,7 @@ def run(
     trained = train_all(cfg, run_dir, data, progress)
     if train_only:
         return {"trained": [asdict(t.spec) for t in trained]}
-    metrics = evaluate_and_report(cfg, run_dir, data, trained, progress)
-    metrics["wall_s"] = time.perf_counter() - t0
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
+    return evaluate_and_report(cfg, run_dir, data, trained, progress, started=t0)
 
 
 def report_run(run_dir: str | Path, progress: bool = True) -> dict:

@@ -332,7 +332,8 @@ def write_report(
     if histories:
         training_curves(histories, figures / "training.png")
         parts += ["![training curves](figures/training.png)", ""]
-    parts += ["", f"Total wall time: {metrics.get('wall_s', float('nan')):.0f} s.", ""]
+    if metrics.get("wall_s") is not None:
+        parts += ["", f"Total wall time: {metrics['wall_s']:.0f} s.", ""]
     text = "\n".join(parts)
     write_text_atomic(run_dir / "report.md", text)
     write_text_atomic(run_dir / "report.html", markdown_to_html(text, run_dir, cfg.name))
