@@ -53,7 +53,8 @@ def _batch(cfg, batch_size: int):
     return stream.batch(0, batch_size)
 
 
-def _time(fn, repeats: int, warmup: int = 2) -> float:
+def _times(fn, repeats: int, warmup: int = 2) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -61,7 +62,11 @@ def _time(fn, repeats: int, warmup: int = 2) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def _time(fn, repeats: int, warmup: int = 2) -> float:
+    return statistics.median(_times(fn, repeats, warmup))
 
 
 class MinimalMoDL(nn.Module):
@@ -148,14 +153,7 @@ def _step_fn(cfg_path: str, which: str):
 def _step_times_in_process(cfg_path: str, which: str, repeats: int) -> list[float]:
     """Step times of one model in this (fresh) process, after two warm-up steps."""
     step, *_ = _step_fn(cfg_path, which)
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
+    return _times(step, repeats)
 
 
 def isolated_step_times(cfg_path: str, processes: int, repeats: int) -> dict[str, list[float]]:

@@ -122,21 +122,28 @@ def layer_densities(masks: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def delta_bars(metrics: dict, methods: Sequence[str], suites: Sequence[str], path: Path) -> Path:
-    """Paired PSNR difference to dense per suite (bars) with bootstrap 95% CI whiskers."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(suites) * max(1, len(methods)) ** 0.5), 3.4))
-    width = 0.8 / max(len(methods), 1)
-    for i, method in enumerate(methods):
-        entries = [
-            metrics["methods"][method]["suites"].get(s, {}).get("delta_psnr") for s in suites
-        ]
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(suites))]
+def _ci_bars(ax: plt.Axes, labels: Sequence[str], series: dict[str, list[dict | None]]) -> None:
+    """Grouped bars of ``{"mean", "ci_low", "ci_high"}`` entries with CI whiskers: one group per
+    label, one bar per series (``None`` = no bar)."""
+    width = 0.8 / max(len(series), 1)
+    for i, (name, entries) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
         means = [e["mean"] if e else np.nan for e in entries]
         low = [e["mean"] - e["ci_low"] if e else 0 for e in entries]
         high = [e["ci_high"] - e["mean"] if e else 0 for e in entries]
-        ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
+        ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=name)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(suites)))
+    ax.set_xticks(range(len(labels)))
+
+
+def delta_bars(metrics: dict, methods: Sequence[str], suites: Sequence[str], path: Path) -> Path:
+    """Paired PSNR difference to dense per suite (bars) with bootstrap 95% CI whiskers."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(suites) * max(1, len(methods)) ** 0.5), 3.4))
+    series = {
+        m: [metrics["methods"][m]["suites"].get(s, {}).get("delta_psnr") for s in suites]
+        for m in methods
+    }
+    _ci_bars(ax, suites, series)
     ax.set_xticklabels(suites, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("PSNR - dense PSNR (dB)")
     ax.legend(fontsize=7, ncol=3)
@@ -212,18 +219,10 @@ def summary_bars(summaries: dict[str, dict[str, dict]], methods: Sequence[str], 
     ``metrics.json`` summary line."""
     groups = list(summaries)
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(groups) * 2), 3.4), sharey=True)
-    width = 0.8 / max(len(methods), 1)
     panels = (("id_delta_psnr", "in distribution"), ("ood_delta_psnr", "mean over shifts"))
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for i, method in enumerate(methods):
-            entries = [summaries[g].get(method, {}).get(key) for g in groups]
-            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(groups))]
-            means = [e["mean"] if e else np.nan for e in entries]
-            low = [e["mean"] - e["ci_low"] if e else 0 for e in entries]
-            high = [e["ci_high"] - e["mean"] if e else 0 for e in entries]
-            ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(groups)))
+        series = {m: [summaries[g].get(m, {}).get(key) for g in groups] for m in methods}
+        _ci_bars(ax, groups, series)
         ax.set_xticklabels(groups, fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("PSNR - dense PSNR (dB)")
