@@ -201,3 +201,20 @@ def test_pun_wt_trains_weights_and_logits_then_hardens():
     assert torch.all(student.weight[~masks["weight"]] == 0)
     with pytest.raises(InputError, match="no logit gates"):
         harden(nn.Linear(2, 2), 0.5)
+
+
+def test_harden_per_layer_keeps_exact_counts_in_every_layer():
+    from punmri.pruning.pun_wt import gates
+
+    from .toy_models import ConvNet
+
+    model = ConvNet()
+    attach_gates(model, 0.25, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # make one layer's logits dominate: a global ranking would empty c3
+        for name, gate in gates(model).items():
+            gate.logits.fill_(5.0 if name == "c2.weight" else -5.0)
+            gate.logits.add_(torch.rand(gate.logits.shape, generator=torch.Generator()) * 1e-3)
+    masks = harden(model, 0.25, "uniform")
+    for name, mask in masks.items():
+        assert int(mask.sum()) == round(0.25 * mask.numel()), name
+    assert masks.kept == round(0.25 * masks.total)

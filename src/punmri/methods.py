@@ -426,13 +426,13 @@ def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     joint = ctx.train(spec, model, "joint", hooks=hooks)
 
     def hardened() -> Masks:
-        out = harden(model, spec.density)
+        out = harden(model, spec.density, p.pun_allocation)
         out.metadata.update(method="pun-wt", density=spec.density, seed=spec.seed)
         return out
 
     masks = mask_stage(ctx, spec, hardened, check=False)
     if any("parametrizations" in n for n, _ in model.named_parameters()):
-        harden(model, spec.density)  # a loaded mask: drop the gates, keep the joint weights
+        harden(model, spec.density, p.pun_allocation)  # a loaded mask: drop the gates only
     result = ctx.train(spec, model, "train", masks, steps=ctx.finetune_steps())
     model = _load_best(model, directory / "train")
     costs = {**_train_costs(joint, "mask"), **_train_costs(result)}

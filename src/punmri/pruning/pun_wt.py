@@ -20,10 +20,10 @@ from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
 from punmri.errors import InputError
-from punmri.pruning.allocation import check_density, kept_count
+from punmri.pruning.allocation import Allocation, check_density, kept_count, layer_counts
 from punmri.pruning.gate import GateMode, LogitGate, default_init_prob, initial_logits
 from punmri.pruning.masks import Masks
-from punmri.pruning.selection import select_top_k
+from punmri.pruning.selection import select_by_counts, select_top_k
 from punmri.pruning.targets import prunable_targets, require_owner, signature, validate_targets
 
 
@@ -129,12 +129,23 @@ def register_resample_hook(
     return optimizer.register_step_post_hook(hook)
 
 
-def _top_logits(found: dict[str, LogitGate], density: float) -> Masks:
+def _top_logits(found: dict[str, LogitGate], density: float, allocation: Allocation) -> Masks:
+    """The entries with the largest logits: one global ranking, or exact per-layer counts."""
     logits = {t: g.logits.detach() for t, g in found.items()}
-    return select_top_k(logits, kept_count(sum(v.numel() for v in logits.values()), density))
+    numels = {t: v.numel() for t, v in logits.items()}
+    shapes = {t: tuple(v.shape) for t, v in logits.items()}
+    counts = layer_counts(numels, density, allocation, shapes)
+    if counts is None:
+        return select_top_k(logits, kept_count(sum(numels.values()), density))
+    return select_by_counts(logits, counts)
 
 
-def set_gate_mode_(model: nn.Module, mode: GateMode, density: float | None = None) -> Masks | None:
+def set_gate_mode_(
+    model: nn.Module,
+    mode: GateMode,
+    density: float | None = None,
+    allocation: Allocation = "global",
+) -> Masks | None:
     """Switch every gate to ``"sample"``, ``"expected"`` or ``"hard"`` (gates stay attached).
 
     ``"hard"`` needs ``density``: the gates then multiply by the global top ``round(density *
@@ -150,7 +161,7 @@ def set_gate_mode_(model: nn.Module, mode: GateMode, density: float | None = Non
     if mode == "hard":
         if density is None:
             raise InputError("mode 'hard' needs density")
-        masks = _top_logits(found, check_density(density))
+        masks = _top_logits(found, check_density(density), allocation)
         for t, g in found.items():
             g.hard.copy_(masks[t].to(g.hard.device))
     for g in found.values():
@@ -158,8 +169,9 @@ def set_gate_mode_(model: nn.Module, mode: GateMode, density: float | None = Non
     return masks
 
 
-def harden(model: nn.Module, density: float) -> Masks:
-    """Keep the global top ``round(density * total)`` gated entries by logit and remove the gates.
+def harden(model: nn.Module, density: float, allocation: Allocation = "global") -> Masks:
+    """Keep the top ``round(density * total)`` gated entries by logit (one global ranking, or
+    per-layer counts with ``allocation="uniform"``/``"erk"``) and remove the gates.
 
     The model is left with plain weights (the trained values, not yet masked); apply the returned
     masks (:func:`punmri.pruning.apply.apply`) to train or evaluate the pruned network.
@@ -167,7 +179,7 @@ def harden(model: nn.Module, density: float) -> Masks:
     found = gates(model)
     if not found:
         raise InputError("the model carries no logit gates (call attach_gates first)")
-    masks = _top_logits(found, check_density(density))
+    masks = _top_logits(found, check_density(density), allocation)
     owners = [require_owner(model, t) for t in found]
     for t, (module, attr) in zip(found, owners, strict=True):
         if len(module.parametrizations[attr]) != 1:
