@@ -192,8 +192,8 @@ class PruneConfig:
     )
     pun_allocation: Literal["global", "uniform", "erk"] = _f(
         "uniform",
-        "allocation of the PUN masks (pun, pun-at, pun-wt): a global ranking at initialisation prunes "
-        "the denoiser's output layer away (see docs/BENCHMARKS.md)",
+        "allocation of the PUN masks (pun, pun-at, pun-wt): a global ranking at initialisation "
+        "prunes the denoiser's output layer away (see docs/BENCHMARKS.md)",
     )
     include: tuple[str, ...] = _f((), "only prune weights matching these fnmatch patterns")
     exclude: tuple[str, ...] = _f((), "never prune weights matching these patterns")
