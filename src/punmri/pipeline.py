@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+import torch
 from torch import nn
 
 from .config import RunConfig, load_config, save_config, to_dict
@@ -299,6 +300,8 @@ def run(
     """Run the whole job into ``out`` and return the aggregate metrics (resumable)."""
     t0 = time.perf_counter()
     model_specs(cfg)  # unknown methods fail before anything is written
+    if cfg.train.threads > 0:  # mask searches and evaluation too, not only training
+        torch.set_num_threads(cfg.train.threads)
     run_dir = prepare_run_dir(cfg, out, overwrite)
     data = load_run_data(cfg)
     trained = train_all(cfg, run_dir, data, progress)
