@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 import torch
+import yaml
 from torch import nn
 
 from .config import RunConfig, load_config, save_config, to_dict
