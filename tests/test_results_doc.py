@@ -58,10 +58,12 @@ def test_results_doc_states_answer_controls_and_density(tiny_regimes, tmp_path):
     text = doc.read_text()
     pun = results["fixed-small"]["summary"]["pun"]["ood_delta_psnr"]
     assert f"{pun['mean']:+.2f} [{pun['ci_low']:+.2f}, {pun['ci_high']:+.2f}]" in text
-    for heading in ("## Answer", "## Discussion", "## PUN against its controls", "## PUN at other"):
+    headings = ("## Answer", "## Discussion", "## PUN against its controls", "## PUN at other")
+    for heading in (*headings, "## Only the shifts harder than `id`", "## Seed by seed"):
         assert heading in text, heading
     assert "| fixed-small | 0.5 |" in text and "| fresh-small | 0.5 |" not in text
     assert "against `pun-shuffled`" in text
+    assert "| fixed-small | 1 |" in text  # one row per seed
     assert (doc.parent / "figures" / "results" / "regimes.png").is_file()
 
 
@@ -73,3 +75,15 @@ def test_pun_minus_control_is_antisymmetric(tiny_regimes):
     ba = module._pairwise(runs["fixed-small"], "random", "pun", seed)
     assert ab["id_delta_psnr"]["mean"] == pytest.approx(-ba["id_delta_psnr"]["mean"])
     assert module._pairwise(runs["fixed-small"], "pun", "snip", seed) is None
+
+
+def test_harder_suites_are_those_below_id_zero_filled():
+    module = _results_module()
+    metrics = {
+        "suites": {
+            "id": {"zero-filled_psnr": 20.0},
+            "acc8": {"zero-filled_psnr": 18.0},
+            "acc2": {"zero-filled_psnr": 24.0},
+        }
+    }
+    assert module.harder_suites(metrics) == {"acc8"}
