@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from _docs import punmri_run
 
 from punmri.evaluate.statistics import split_seed, suite_statistics, summary_line
