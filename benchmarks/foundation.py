@@ -33,11 +33,11 @@ from punmri.models import build_model, count_parameters
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_demo() -> tuple[float, dict]:
-    """Time the demo command end to end in a fresh directory."""
+def run_demo(config: str = "configs/demo.yaml") -> tuple[float, dict]:
+    """Time ``punmri run --config CONFIG`` end to end in a fresh directory."""
     out = Path(tempfile.mkdtemp(prefix="punmri-demo-")) / "run"
     t0 = time.perf_counter()
-    punmri_run(ROOT / "configs/demo.yaml", out, [], quiet=True)
+    punmri_run(ROOT / config, out, [], quiet=True)
     wall = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out.parent)

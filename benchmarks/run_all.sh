@@ -4,6 +4,7 @@ set -e
 cd "$(dirname "$0")"
 PY=${PY:-../.venv/bin/python}
 $PY foundation.py
+$PY demo_pun.py
 $PY pun_search.py \
     --setting "prune.pun_allocation=global,lr=0.01,beta=0.01,init_prob=0.14500000000000002" \
     --setting "lr=0.01,beta=0.01,init_prob=0.145" \
