@@ -298,7 +298,7 @@ def find_method_mask(
         opts["config"] = p.pun
     elif method == "synflow":
         # data-free: the batch only supplies the input shape and an operator (the input is all
-        # ones), so one slice's operator is enough and a quarter of the cost of four
+        # ones), so one slice is enough (a quarter of the cost of a batch of four)
         data = ctx.batches(spec.seed, 1, SEARCH_OFFSET, batch_size=1)
         opts["iterations"] = p.synflow_iterations
     return find_mask(
