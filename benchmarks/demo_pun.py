@@ -13,11 +13,9 @@ from __future__ import annotations
 from _docs import machine, write_section
 from foundation import run_demo
 
+from punmri.report.markdown import fmt_ci
+
 CONFIG = "configs/demo-pun.yaml"
-
-
-def _ci(e: dict) -> str:
-    return f"{e['mean']:+.2f} [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
 
 
 def render(wall: float, metrics: dict) -> str:
@@ -41,7 +39,7 @@ def render(wall: float, metrics: dict) -> str:
         c = entry.get("costs", {})
         lines.append(
             f"| {name} | {entry['suites']['id']['psnr']:.2f} | "
-            f"{_ci(s['id_delta_psnr']) if s else '-'} | {_ci(s['ood_delta_psnr']) if s else '-'} | "
+            f"{fmt_ci(s and s['id_delta_psnr'])} | {fmt_ci(s and s['ood_delta_psnr'])} | "
             f"{c.get('mask_wall_s', 0.0):.0f} | {c.get('train_wall_s', 0.0):.0f} |"
         )
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from punmri.evaluate.tables import read_slice_csv
 from punmri.io import write_text_atomic
 from punmri.pipeline import report_run
 from punmri.report.figures import summary_bars
-from punmri.report.markdown import cost_table, training_table
+from punmri.report.markdown import cost_table, fmt_ci, training_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SLICES = 8
@@ -69,12 +69,6 @@ def run_regimes(
         return {r: f.result() for r, f in futures.items()}
 
 
-def _ci(e: dict | None) -> str:
-    if not e or e.get("mean") is None:
-        return "-"
-    return f"{e['mean']:+.2f} [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
-
-
 def _significant(e: dict | None) -> int:
     """+1 / -1 when the 95% CI excludes 0 above / below, else 0."""
     if not e or e.get("ci_low") is None or math.isnan(e["ci_low"]):
@@ -98,7 +92,9 @@ def regime_map(results: dict[str, dict]) -> list[str]:
         for r in regimes:
             s = results[r].get("summary", {}).get(m)
             cells.append(
-                "-" if s is None else f"{_ci(s['id_delta_psnr'])} / {_ci(s['ood_delta_psnr'])}"
+                "-"
+                if s is None
+                else f"{fmt_ci(s['id_delta_psnr'])} / {fmt_ci(s['ood_delta_psnr'])}"
             )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
@@ -168,7 +164,7 @@ def hard_shift_table(results: dict[str, dict], runs: dict[str, Path]) -> list[st
         cells = []
         for m in methods:
             line = _pairwise(runs[regime], m, "dense", seed, hard) if hard else None
-            cells.append(_ci(line["ood_delta_psnr"]) if line else "-")
+            cells.append(fmt_ci(line["ood_delta_psnr"]) if line else "-")
         lines.append(f"| {regime} | {', '.join(sorted(hard))} | " + " | ".join(cells) + " |")
     return lines
 
@@ -200,13 +196,13 @@ def verdict(results: dict[str, dict], contrasts: dict[str, dict[str, dict]]) -> 
         idd, ood = s["id_delta_psnr"], s["ood_delta_psnr"]
         text = (
             f"- **{regime}**: PUN is {words[_significant(idd)]} dense in distribution "
-            f"({_ci(idd)} dB) and {words[_significant(ood)]} dense out of distribution "
-            f"({_ci(ood)} dB)"
+            f"({fmt_ci(idd)} dB) and {words[_significant(ood)]} dense out of distribution "
+            f"({fmt_ci(ood)} dB)"
         )
         for ref, line in contrasts.get(regime, {}).items():
             text += (
-                f"; against `{ref}` it is {_ci(line['id_delta_psnr'])} dB ID and "
-                f"{_ci(line['ood_delta_psnr'])} dB OOD"
+                f"; against `{ref}` it is {fmt_ci(line['id_delta_psnr'])} dB ID and "
+                f"{fmt_ci(line['ood_delta_psnr'])} dB OOD"
             )
         out.append(text + ".")
     return out
@@ -220,7 +216,9 @@ def control_table(contrasts: dict[str, dict[str, dict]]) -> list[str]:
     ]
     for regime, per in contrasts.items():
         cells = [
-            f"{_ci(per[c]['id_delta_psnr'])} / {_ci(per[c]['ood_delta_psnr'])}" if c in per else "-"
+            f"{fmt_ci(per[c]['id_delta_psnr'])} / {fmt_ci(per[c]['ood_delta_psnr'])}"
+            if c in per
+            else "-"
             for c in CONTROLS
         ]
         lines.append(f"| {regime} | " + " | ".join(cells) + " |")
@@ -269,7 +267,7 @@ def density_table(results: dict[str, dict], method: str = "pun") -> list[str]:
             s = metrics["summary"][name]
             lines.append(
                 f"| {regime} | {density:g} | {metrics['methods'][name]['suites']['id']['psnr']:.2f}"
-                f" | {_ci(s['id_delta_psnr'])} | {_ci(s['ood_delta_psnr'])} |"
+                f" | {fmt_ci(s['id_delta_psnr'])} | {fmt_ci(s['ood_delta_psnr'])} |"
             )
     return lines if len(lines) > 2 else []
 
@@ -288,7 +286,8 @@ def suite_table(metrics: dict) -> list[str]:
     ]
     for suite, info in metrics.get("suites", {}).items():
         cells = [
-            _ci(metrics["methods"][m]["suites"].get(suite, {}).get("delta_psnr")) for m in methods
+            fmt_ci(metrics["methods"][m]["suites"].get(suite, {}).get("delta_psnr"))
+            for m in methods
         ]
         zf, dn = info.get("zero-filled_psnr"), info.get("dense_psnr")
         lines.append(

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from .markdown import method_order
+from .markdown import fmt_ci, fmt_num, method_order
 
 
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
-
-
-def _num(value: Any, digits: int) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def _delta(entry: dict | None) -> str:
-    if not entry or entry.get("mean") is None or not math.isfinite(entry["mean"]):
-        return "-"
-    return f"{entry['mean']:+.2f} [{entry['ci_low']:+.2f},{entry['ci_high']:+.2f}]"
 
 
 def summary_text(metrics: dict, id_suite: str = "id") -> str:
@@ -41,11 +28,11 @@ def summary_text(metrics: dict, id_suite: str = "id") -> str:
         rows.append(
             [
                 name,
-                _num(idd.get("psnr"), 2),
-                _num(idd.get("ssim"), 4),
-                _num(_mean(ood), 2) if ood else "-",
-                _delta(s.get("id_delta_psnr")),
-                _delta(s.get("ood_delta_psnr")),
+                fmt_num(idd.get("psnr"), 2),
+                fmt_num(idd.get("ssim"), 4),
+                fmt_num(_mean(ood), 2) if ood else "-",
+                fmt_ci(s.get("id_delta_psnr")),
+                fmt_ci(s.get("ood_delta_psnr")),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

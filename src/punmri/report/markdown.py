@@ -25,7 +25,8 @@ from .html import markdown_to_html
 BASELINE_ORDER = ("zero-filled", "cs-l1")
 
 
-def _fmt(value: Any, digits: int) -> str:
+def fmt_num(value: Any, digits: int) -> str:
+    """``value`` with ``digits`` decimals; ``n/a`` for None or a non-finite value."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}"
@@ -49,7 +50,8 @@ def results_table(metrics: dict, suites: Sequence[str]) -> str:
                 cells.append("-")
                 continue
             cells.append(
-                f"{_fmt(e['psnr'], 2)} ± {_fmt(e.get('psnr_std'), 2)} / {_fmt(e['ssim'], 4)}"
+                f"{fmt_num(e['psnr'], 2)} ± {fmt_num(e.get('psnr_std'), 2)} / "
+                f"{fmt_num(e['ssim'], 4)}"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -76,8 +78,8 @@ def cost_table(metrics: dict) -> str:
     head = [label for _, label in COST_COLUMNS] + ["total (s)", "mask cost / PUN's"]
     lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name, c in rows:
-        cells = [_fmt(c.get(k, 0.0), 1 if k.endswith("_s") else 0) for k, _ in COST_COLUMNS]
-        cells.append(_fmt(c.get("mask_wall_s", 0.0) + c.get("train_wall_s", 0.0), 1))
+        cells = [fmt_num(c.get(k, 0.0), 1 if k.endswith("_s") else 0) for k, _ in COST_COLUMNS]
+        cells.append(fmt_num(c.get("mask_wall_s", 0.0) + c.get("train_wall_s", 0.0), 1))
         mask_s = c.get("mask_wall_s", 0.0)
         ratio = mask_s / pun["mask_wall_s"] if pun.get("mask_wall_s") and mask_s else None
         cells.append("-" if ratio is None else f"{ratio:.2f}x")
@@ -85,8 +87,9 @@ def cost_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _ci(e: dict | None, digits: int = 2) -> str:
-    if not e:
+def fmt_ci(e: dict | None, digits: int = 2) -> str:
+    """``{"mean", "ci_low", "ci_high"}`` as ``+m [+lo, +hi]``; ``-`` when missing or not finite."""
+    if not e or e.get("mean") is None or not math.isfinite(e["mean"]):
         return "-"
     return f"{e['mean']:+.{digits}f} [{e['ci_low']:+.{digits}f}, {e['ci_high']:+.{digits}f}]"
 
@@ -101,11 +104,11 @@ def delta_table(metrics: dict, suites: Sequence[str]) -> str:
     for suite in suites:
         i = info.get(suite, {})
         cells = [
-            _ci(metrics["methods"][n]["suites"].get(suite, {}).get("delta_psnr")) for n in names
+            fmt_ci(metrics["methods"][n]["suites"].get(suite, {}).get("delta_psnr")) for n in names
         ]
         lines.append(
-            f"| {suite} | {i.get('description', '')} | {_fmt(i.get('zero-filled_psnr'), 2)} | "
-            f"{_fmt(i.get('dense_psnr'), 2)} | " + " | ".join(cells) + " |"
+            f"| {suite} | {i.get('description', '')} | {fmt_num(i.get('zero-filled_psnr'), 2)} | "
+            f"{fmt_num(i.get('dense_psnr'), 2)} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
@@ -124,8 +127,8 @@ def summary_table(metrics: dict) -> str:
         if s is None:
             continue
         lines.append(
-            f"| {name} | {_ci(s.get('id_delta_psnr'))} | {_ci(s.get('ood_delta_psnr'))} | "
-            f"{_ci(s.get('id_delta_ssim'), 4)} | {_ci(s.get('ood_delta_ssim'), 4)} |"
+            f"| {name} | {fmt_ci(s.get('id_delta_psnr'))} | {fmt_ci(s.get('ood_delta_psnr'))} | "
+            f"{fmt_ci(s.get('id_delta_ssim'), 4)} | {fmt_ci(s.get('ood_delta_ssim'), 4)} |"
         )
     return "\n".join(lines)
 
@@ -139,8 +142,9 @@ def lesion_table(metrics: dict, suites: Sequence[str]) -> str:
             e = metrics["methods"][name]["suites"].get(suite, {})
             if "roi_psnr" in e:
                 rows.append(
-                    f"| {suite} | {name} | {_fmt(e['roi_psnr'], 2)} | "
-                    f"{_fmt(e.get('roi_ssim'), 4)} | {_fmt(e.get('lesion_contrast_error'), 3)} |"
+                    f"| {suite} | {name} | {fmt_num(e['roi_psnr'], 2)} | "
+                    f"{fmt_num(e.get('roi_ssim'), 4)} | "
+                    f"{fmt_num(e.get('lesion_contrast_error'), 3)} |"
                 )
     if not rows:
         return ""
@@ -160,7 +164,7 @@ def training_table(metrics: dict) -> str:
         final = float(np.mean(t["final_val_psnr"]))
         rows.append(
             f"| {name} | {mean['steps']:.0f} | {mean['best_step']:.0f} | "
-            f"{_fmt(mean['best_val_psnr'], 2)} | {_fmt(final, 2)} | "
+            f"{fmt_num(mean['best_val_psnr'], 2)} | {fmt_num(final, 2)} | "
             f"{sum(t['stopped_early'])}/{len(t['stopped_early'])} |"
         )
     if not rows:
