@@ -50,6 +50,24 @@ def test_sense_adjointness(coils, kind):
     assert op.adjointness_error(_gen(1)) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(16, 20), (18, 20), (16, 22), (15, 20), (16, 21)])
+def test_operator_equals_centred_fft_definition(shape):
+    # Even sizes fold the FFT shifts into modulated maps and mask (including the global sign
+    # when H/2 + W/2 is odd); odd sizes shift. Both must equal A = M fft2c(S x) exactly.
+    op = _operator(coils=3, shape=shape)
+    g = _gen(3)
+    x = torch.randn(op.image_shape, dtype=torch.complex64, generator=g)
+    y = torch.randn(op.maps.shape, dtype=torch.complex64, generator=g)
+    m = op.mask[:, None]
+    ax = m * fft2c(op.maps * x[:, None])
+    torch.testing.assert_close(op(x), ax, atol=1e-5, rtol=1e-5)
+    adj = (op.maps.conj() * ifft2c(m * y)).sum(1)
+    torch.testing.assert_close(op.adjoint(y), adj, atol=1e-5, rtol=1e-5)
+    normal = (op.maps.conj() * ifft2c(m * ax)).sum(1)
+    torch.testing.assert_close(op.normal(x), normal, atol=1e-5, rtol=1e-5)
+    assert op.adjointness_error(_gen(4)) < 1e-5
+
+
 def test_normal_operator_self_adjoint_and_psd():
     op = _operator()
     g = _gen(2)
