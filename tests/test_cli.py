@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from punmri.cli.main import main
+from punmri.errors import InputError
 
 from .conftest import TINY
 
@@ -156,6 +157,25 @@ def test_bad_method_writes_nothing_and_failed_start_takes_new_config(tmp_path, c
     prepare_run_dir(load_config(None, TINY), out)  # a run that died before any stage finished
     prepare_run_dir(load_config(None, [*TINY, "train.steps=9"]), out)
     assert load_config(out / "config.yaml").train.steps == 9
+
+
+def test_resume_accepts_a_config_saved_before_a_setting_existed(tmp_path):
+    # A run directory written by an older punmri lacks settings added since; with their
+    # defaults they are the same run, while a changed training setting is still refused.
+    import yaml
+
+    from punmri.config import load_config
+    from punmri.pipeline import prepare_run_dir
+
+    out = tmp_path / "run"
+    prepare_run_dir(load_config(None, TINY), out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["model"]["batchnorm"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    (out / "models").mkdir()  # a finished stage: the directory is no longer empty
+    prepare_run_dir(load_config(None, TINY), out)
+    with pytest.raises(InputError, match="different config"):
+        prepare_run_dir(load_config(None, [*TINY, "model.batchnorm=false"]), out)
 
 
 def test_lesion_suite_reports_roi_metrics(tmp_path):

@@ -56,3 +56,17 @@ def test_bad_files(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(InputError, match="mapping"):
         load_config(scalar)
+
+
+def test_resnet_without_batchnorm():
+    from torch import nn
+
+    from punmri.models import build_model
+
+    def norms(cfg):
+        return sum(isinstance(m, nn.BatchNorm2d) for m in build_model(cfg.model, 0).modules())
+
+    assert norms(load_config(None, ["model.depth=3"])) == 2
+    assert norms(load_config(None, ["model.depth=3", "model.batchnorm=false"])) == 0
+    with pytest.raises(InputError, match="model.batchnorm: expected true unless"):
+        load_config(None, ["model.denoiser=unet", "model.batchnorm=false"])

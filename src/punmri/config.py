@@ -107,6 +107,7 @@ class ModelConfig:
     lam: float = _f(0.05, "initial data-consistency weight lambda (> 0)")
     learn_lam: bool = _f(True, "learn lambda (kept positive)")
     shared: bool = _f(True, "one denoiser shared by all unrolls (else one per unroll)")
+    batchnorm: bool = _f(True, "resnet: BatchNorm before each ReLU, as in MoDL (false: none)")
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal"] = _f(
         "kaiming_normal", "weight initialisation scheme (seeded)"
     )
@@ -116,6 +117,12 @@ class ModelConfig:
             value = getattr(self, name)
             _require(value >= 1, f"model.{name}", "an integer >= 1", value)
         _require(self.lam > 0, "model.lam", "a weight > 0", self.lam)
+        _require(
+            self.batchnorm or self.denoiser == "resnet",
+            "model.batchnorm",
+            "true unless model.denoiser is resnet (only the ResNet denoiser has BatchNorm)",
+            self.batchnorm,
+        )
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,9 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) ->
                 f"output directory {out} exists and is not a punmri run; choose another --out "
                 "or pass --overwrite to replace it"
             )
-        previous = yaml.safe_load(saved.read_text())
+        # Through load_config, so that settings added to punmri since (with their defaults)
+        # do not count as a difference.
+        previous = to_dict(load_config(saved))
         if _training_settings(previous) != _training_settings(to_dict(cfg)):
             raise InputError(
                 f"run directory {out} holds a run with a different config; resume it with the "

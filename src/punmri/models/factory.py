@@ -14,8 +14,9 @@ _DEPTH_ARG = {"resnet": "layers", "unet": "levels", "didn": "blocks"}
 
 def build_denoiser_from_config(cfg: ModelConfig) -> torch.nn.Module:
     """The (un-initialised) denoiser described by ``cfg``."""
+    extra = {"batchnorm": cfg.batchnorm} if cfg.denoiser == "resnet" else {}
     return build_denoiser(
-        cfg.denoiser, channels=cfg.channels, **{_DEPTH_ARG[cfg.denoiser]: cfg.depth}
+        cfg.denoiser, channels=cfg.channels, **{_DEPTH_ARG[cfg.denoiser]: cfg.depth}, **extra
     )
 
 
