@@ -15,6 +15,7 @@ document from finished runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -43,26 +44,34 @@ REGIMES = {
 }
 
 
-def run_regime(
-    config: str, regime: str, out: Path, overrides: list[str], log: Path | None = None
-) -> dict:
-    """Run (or resume) one regime and return its metrics."""
-    punmri_run(config, out, [*REGIMES[regime], f"name=results-{regime}", *overrides], log=log)
+#: The batch-normalisation ablation: dense and PUN with a ResNet denoiser without BatchNorm,
+#: trained like the main grid (run directories ``runs/results/REGIME-nobn``).
+NO_BATCHNORM = [
+    "model.batchnorm=false",
+    "methods=[dense,pun]",
+    "prune.densities=[]",
+    "evaluate.baselines=[zero-filled]",
+]
+
+
+def run_regime(config: str, out: Path, overrides: list[str], log: Path | None = None) -> dict:
+    """Run (or resume) one regime into ``out`` and return its metrics."""
+    punmri_run(config, out, [f"name=results-{out.name}", *overrides], log=log)
     return json.loads((out / "metrics.json").read_text())
 
 
 def run_regimes(
     config: str, runs: dict[str, Path], overrides: dict[str, list[str]], jobs: int
 ) -> dict[str, dict]:
-    """Run every regime of ``runs`` (with its ``overrides``), ``jobs`` at a time (the CPU
-    threads split between them)."""
+    """Run every run of ``runs`` (with its ``overrides``), ``jobs`` at a time (the CPU threads
+    split between them)."""
     if jobs <= 1:
-        return {r: run_regime(config, r, out, overrides[r]) for r, out in runs.items()}
+        return {r: run_regime(config, out, overrides[r]) for r, out in runs.items()}
     threads = f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {
             r: pool.submit(
-                run_regime, config, r, out, [threads, *overrides[r]], out.parent / f"{r}.log"
+                run_regime, config, out, [threads, *overrides[r]], out.parent / f"{out.name}.log"
             )
             for r, out in runs.items()
         }
@@ -101,12 +110,11 @@ def regime_map(results: dict[str, dict]) -> list[str]:
 
 
 def _pairwise(
-    run_dir: Path, method: str, reference: str, seed: int, suites: set[str] | None = None
+    records: list, method: str, reference: str, seed: int, suites: set[str] | None = None
 ) -> dict | None:
     """Summary line (ID and mean OOD paired PSNR difference, CIs) of ``method - reference``
-    from a run's per-slice CSV, over ``suites`` (default all; ``id`` is always kept); None when
+    from per-slice records, over ``suites`` (default all; ``id`` is always kept); None when
     either method is missing."""
-    records = read_slice_csv(run_dir / "eval" / "slices.csv")
     names = {split_seed(r.method)[0] for r in records}
     if method not in names or reference not in names:
         return None
@@ -114,6 +122,11 @@ def _pairwise(
         records = [r for r in records if r.suite == "id" or r.suite in suites]
     stats = suite_statistics(records, [method], reference=reference, seed=seed)
     return summary_line(stats, method, seed=seed)
+
+
+def _slices(run_dir: Path) -> list:
+    """The per-slice records of a run."""
+    return read_slice_csv(run_dir / "eval" / "slices.csv")
 
 
 def harder_suites(metrics: dict) -> set[str]:
@@ -163,7 +176,7 @@ def hard_shift_table(results: dict[str, dict], runs: dict[str, Path]) -> list[st
         seed = metrics["config"]["evaluate"]["test_seed"]
         cells = []
         for m in methods:
-            line = _pairwise(runs[regime], m, "dense", seed, hard) if hard else None
+            line = _pairwise(_slices(runs[regime]), m, "dense", seed, hard) if hard else None
             cells.append(fmt_ci(line["ood_delta_psnr"]) if line else "-")
         lines.append(f"| {regime} | {', '.join(sorted(hard))} | " + " | ".join(cells) + " |")
     return lines
@@ -179,7 +192,7 @@ def controls(results: dict[str, dict], runs: dict[str, Path]) -> dict[str, dict[
         seed = metrics["config"]["evaluate"]["test_seed"]
         out[regime] = {}
         for ref in CONTROLS:
-            line = _pairwise(runs[regime], "pun", ref, seed)
+            line = _pairwise(_slices(runs[regime]), "pun", ref, seed)
             if line is not None:
                 out[regime][ref] = line
     return out
@@ -272,6 +285,87 @@ def density_table(results: dict[str, dict], method: str = "pun") -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def max_val_drop(run_dir: Path, method: str, seed: int) -> float:
+    """Largest fall of validation PSNR (dB) between consecutive checks of one trained network:
+    the training instability the seed-by-seed table shows."""
+    path = run_dir / "models" / method / f"seed{seed}" / "train" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    vals = [r["val_psnr"] for r in rows if "val_psnr" in r]
+    return max([a - b for a, b in zip(vals[:-1], vals[1:], strict=True)] + [0.0])
+
+
+def _without_batchnorm(records: list) -> list:
+    """The trained networks' records of an ablation run, renamed ``NAME-nobn`` (``#sS`` kept)."""
+    out = []
+    for r in records:
+        name, _ = split_seed(r.method)
+        if name in ("dense", "pun"):
+            out.append(dataclasses.replace(r, method=name + "-nobn" + r.method[len(name) :]))
+    return out
+
+
+def batchnorm_section(
+    results: dict[str, dict], runs: dict[str, Path], ablation: dict[str, Path]
+) -> list[str]:
+    """Dense and PUN with and without BatchNorm in the denoiser: per seed ID / mean OOD PSNR
+    and the largest validation drop, then paired differences across the two runs."""
+    nets = [("dense", "dense"), ("dense-nobn", "dense, no BN"), ("pun", "pun"),
+            ("pun-nobn", "pun, no BN")]  # fmt: skip
+    seeds_table = [
+        "| regime | seed | " + " | ".join(label for _, label in nets) + " |",
+        "|---" * (len(nets) + 2) + "|",
+    ]
+    pairs = [("dense-nobn", "dense"), ("pun-nobn", "dense-nobn"), ("pun-nobn", "pun")]
+    diff_table = [
+        "| regime | " + " | ".join(f"{a} - {b}: ID / OOD (dB)" for a, b in pairs) + " |",
+        "|---" * (len(pairs) + 1) + "|",
+    ]
+    for regime, nobn in ablation.items():
+        records = _slices(runs[regime]) + _without_batchnorm(_slices(nobn))
+        per: dict[tuple[str, int | None], dict[str, list[float]]] = {}
+        for r in records:
+            part = "id" if r.suite == "id" else "ood"
+            per.setdefault(split_seed(r.method), {"id": [], "ood": []})[part].append(r.psnr)
+        for seed in sorted({s for (n, s) in per if n == "dense-nobn" and s is not None}):
+            cells = []
+            for name, _ in nets:
+                v = per.get((name, seed))
+                ablated = name.endswith("-nobn")
+                run_dir, method = (nobn, name[:-5]) if ablated else (runs[regime], name)
+                cells.append(
+                    "-"
+                    if v is None
+                    else f"{np.nanmean(v['id']):.2f} / {np.nanmean(v['ood']):.2f} "
+                    f"({max_val_drop(run_dir, method, seed):.1f})"
+                )
+            seeds_table.append(f"| {regime} | {seed} | " + " | ".join(cells) + " |")
+        test_seed = results[regime]["config"]["evaluate"]["test_seed"]
+        cells = []
+        for a, b in pairs:
+            line = _pairwise(records, a, b, test_seed)
+            cells.append(
+                "-" if line is None else
+                f"{fmt_ci(line['id_delta_psnr'])} / {fmt_ci(line['ood_delta_psnr'])}"
+            )  # fmt: skip
+        diff_table.append(f"| {regime} | " + " | ".join(cells) + " |")
+    return [
+        "## Dense training without batch normalisation",
+        "",
+        "The same training with a denoiser without BatchNorm (`model.batchnorm=false`, dense and "
+        f"PUN only; run directories {_paths(ablation)}), to test whether the unstable dense "
+        "trainings come from batch statistics at batch size 2 in a denoiser shared by all "
+        "unrolls. ID / mean OOD PSNR (dB) per seed, in brackets the largest fall of validation "
+        "PSNR between consecutive checks (dB):",
+        "",
+        *seeds_table,
+        "",
+        "Paired differences (same slices and seeds, bootstrap 95% CIs):",
+        "",
+        *diff_table,
+        "",
+    ]
+
+
 def _paths(runs: dict[str, Path]) -> str:
     shown = [p.relative_to(ROOT) if p.is_relative_to(ROOT) else p for p in runs.values()]
     return ", ".join(f"`{p}`" for p in shown)
@@ -308,9 +402,11 @@ def write_doc(
     command: str,
     doc: Path,
     discussion: Path | None = None,
+    ablation: dict[str, Path] | None = None,
 ) -> None:
     """Compose ``doc`` (docs/RESULTS.md) from the regimes' metrics, per-slice CSVs and figures;
-    ``discussion`` (Markdown, hand-written about these numbers) is included when it exists."""
+    ``discussion`` (Markdown, hand-written about these numbers) is included when it exists;
+    ``ablation`` maps regimes to their run without BatchNorm (:data:`NO_BATCHNORM`)."""
     figures = doc.parent / "figures" / "results"
     figures.mkdir(parents=True, exist_ok=True)
     first = next(iter(results.values()))
@@ -391,6 +487,8 @@ def write_doc(
     sweep = density_table(results)
     if sweep:
         lines += ["## PUN at other densities", "", *sweep, ""]
+    if ablation:
+        lines += batchnorm_section(results, runs, ablation)
     for regime, metrics in results.items():
         lines += [
             f"## Regime `{regime}`",
@@ -439,6 +537,13 @@ def main() -> None:
         help="regimes that also train prune.densities (the others only the headline density)",
     )
     parser.add_argument(
+        "--batchnorm-regimes",
+        nargs="*",
+        default=["fixed-full", "fresh-small"],
+        choices=list(REGIMES),
+        help="regimes also trained without BatchNorm (dense and PUN) into OUT/REGIME-nobn",
+    )
+    parser.add_argument(
         "--from-runs",
         action="store_true",
         help="train nothing: rebuild each regime's metrics and report from its per-slice results "
@@ -448,16 +553,21 @@ def main() -> None:
     args = parser.parse_args()
     runs = {r: ROOT / args.out / r for r in args.regimes}
     overrides = {
-        r: [*([] if r in args.sweep_regimes else ["prune.densities=[]"]), *args.overrides]
+        r: [*REGIMES[r], *([] if r in args.sweep_regimes else ["prune.densities=[]"])]
         for r in args.regimes
     }
+    ablation = {r: ROOT / args.out / f"{r}-nobn" for r in args.batchnorm_regimes if r in runs}
+    every = {**runs, **{f"{r}-nobn": out for r, out in ablation.items()}}
+    overrides.update({f"{r}-nobn": [*REGIMES[r], *NO_BATCHNORM] for r in ablation})
+    overrides = {r: [*o, *args.overrides] for r, o in overrides.items()}
     if args.from_runs:
-        results = {r: report_run(out, progress=False) for r, out in runs.items()}
+        done = {r: report_run(out, progress=False) for r, out in every.items()}
     else:
-        results = run_regimes(args.config, runs, overrides, args.jobs)
+        done = run_regimes(args.config, every, overrides, args.jobs)
+    results = {r: done[r] for r in runs}
     command = "python benchmarks/results.py " + " ".join(sys.argv[1:])
     doc = ROOT / args.doc
-    write_doc(results, runs, command.strip(), doc, ROOT / args.discussion)
+    write_doc(results, runs, command.strip(), doc, ROOT / args.discussion, ablation)
     print(doc)
 
 

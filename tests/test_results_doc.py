@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def _results_module():
     return module
 
 
+SUITES = "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]"
+
+
 @pytest.fixture(scope="module")
 def tiny_regimes(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
@@ -38,7 +42,7 @@ def tiny_regimes(tmp_path_factory):
         "prune.check_shuffles=1",
         "seeds=[0,1]",
         "evaluate.baselines=[zero-filled]",
-        "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]",
+        SUITES,
     ]
     runs, results = {}, {}
     for regime, more in (("fixed-small", ["prune.densities=[0.5]"]), ("fresh-small", [])):
@@ -71,10 +75,11 @@ def test_pun_minus_control_is_antisymmetric(tiny_regimes):
     runs, results = tiny_regimes
     module = _results_module()
     seed = results["fixed-small"]["config"]["evaluate"]["test_seed"]
-    ab = module._pairwise(runs["fixed-small"], "pun", "random", seed)
-    ba = module._pairwise(runs["fixed-small"], "random", "pun", seed)
+    records = module._slices(runs["fixed-small"])
+    ab = module._pairwise(records, "pun", "random", seed)
+    ba = module._pairwise(records, "random", "pun", seed)
     assert ab["id_delta_psnr"]["mean"] == pytest.approx(-ba["id_delta_psnr"]["mean"])
-    assert module._pairwise(runs["fixed-small"], "pun", "snip", seed) is None
+    assert module._pairwise(records, "pun", "snip", seed) is None
 
 
 def test_harder_suites_are_those_below_id_zero_filled():
@@ -87,3 +92,34 @@ def test_harder_suites_are_those_below_id_zero_filled():
         }
     }
     assert module.harder_suites(metrics) == {"acc8"}
+
+
+def test_max_val_drop(tmp_path):
+    module = _results_module()
+    train = tmp_path / "models" / "dense" / "seed1" / "train"
+    train.mkdir(parents=True)
+    vals = [20.0, 22.0, 18.5, 21.0, 20.0]
+    rows = [{"step": 10, "loss": 1.0}] + [{"step": i, "val_psnr": v} for i, v in enumerate(vals)]
+    (train / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert module.max_val_drop(tmp_path, "dense", 1) == pytest.approx(3.5)
+
+
+def test_batchnorm_section_pairs_the_two_runs(tiny_regimes, tmp_path):
+    runs, results = tiny_regimes
+    module = _results_module()
+    regime = "fresh-small"
+    extra = ["prune.density=0.3", "prune.pun.steps=4", "seeds=[0,1]", SUITES]
+    cfg = load_config(None, [*TINY, *module.NO_BATCHNORM, *extra])
+    nobn = tmp_path / f"{regime}-nobn"
+    run(cfg, nobn, progress=False)
+    text = "\n".join(module.batchnorm_section(results, runs, {regime: nobn}))
+    assert "| fresh-small | 0 |" in text and "| fresh-small | 1 |" in text
+    # dense-nobn - dense on id: the mean over slices and seeds of the per-slice differences
+    bn = {(r.method, r.slice_name): r.psnr for r in module._slices(runs[regime]) if r.suite == "id"}
+    diffs = [
+        r.psnr - bn[(r.method, r.slice_name)]
+        for r in module._slices(nobn)
+        if r.suite == "id" and r.method.startswith("dense#")
+    ]
+    row = [line for line in text.splitlines() if line.startswith(f"| {regime} |")][-1]
+    assert row.split("|")[2].strip().startswith(f"{sum(diffs) / len(diffs):+.2f} [")
