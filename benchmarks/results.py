@@ -4,7 +4,9 @@ Runs ``configs/results.yaml`` once per training regime (resumable ``punmri run``
 ``runs/results/REGIME``), then writes the regime map (ID and mean OOD PSNR difference to dense,
 with bootstrap 95% CIs, per method), each regime's per-suite table with suite difficulty, and the
 figures. Regimes: simulation *fixed* per training slice vs *fresh* per sample, and the full
-training slab vs a small training set.
+training slab vs a small training set. In the ``--batchnorm-regimes`` (default fixed-full and
+fresh-small) dense, PUN and random are also trained without BatchNorm (``runs/results/REGIME-nobn``)
+and compared with the main runs.
 
 Usage: ``python benchmarks/results.py [--regimes fixed-small ...] [--jobs N] [--config FILE]
 [overrides]``; with ``--jobs N`` the regimes run N at a time, each with ``cores / N`` threads and
@@ -44,11 +46,11 @@ REGIMES = {
 }
 
 
-#: The batch-normalisation ablation: dense and PUN with a ResNet denoiser without BatchNorm,
-#: trained like the main grid (run directories ``runs/results/REGIME-nobn``).
+#: The batch-normalisation ablation: dense, PUN and its random control with a ResNet denoiser
+#: without BatchNorm, trained like the main grid (run directories ``runs/results/REGIME-nobn``).
 NO_BATCHNORM = [
     "model.batchnorm=false",
-    "methods=[dense,pun]",
+    "methods=[dense,pun,random]",
     "prune.densities=[]",
     "evaluate.baselines=[zero-filled]",
 ]
@@ -299,7 +301,7 @@ def _without_batchnorm(records: list) -> list:
     out = []
     for r in records:
         name, _ = split_seed(r.method)
-        if name in ("dense", "pun"):
+        if name in ("dense", "pun", "random"):
             out.append(dataclasses.replace(r, method=name + "-nobn" + r.method[len(name) :]))
     return out
 
@@ -307,15 +309,20 @@ def _without_batchnorm(records: list) -> list:
 def batchnorm_section(
     results: dict[str, dict], runs: dict[str, Path], ablation: dict[str, Path]
 ) -> list[str]:
-    """Dense and PUN with and without BatchNorm in the denoiser: per seed ID / mean OOD PSNR
-    and the largest validation drop, then paired differences across the two runs."""
+    """Dense, PUN and random with and without BatchNorm in the denoiser: per seed ID / mean OOD
+    PSNR and the largest validation drop, then paired differences across the two runs."""
     nets = [("dense", "dense"), ("dense-nobn", "dense, no BN"), ("pun", "pun"),
-            ("pun-nobn", "pun, no BN")]  # fmt: skip
+            ("pun-nobn", "pun, no BN"), ("random-nobn", "random, no BN")]  # fmt: skip
     seeds_table = [
         "| regime | seed | " + " | ".join(label for _, label in nets) + " |",
         "|---" * (len(nets) + 2) + "|",
     ]
-    pairs = [("dense-nobn", "dense"), ("pun-nobn", "dense-nobn"), ("pun-nobn", "pun")]
+    pairs = [
+        ("dense-nobn", "dense"),
+        ("pun-nobn", "dense-nobn"),
+        ("random-nobn", "dense-nobn"),
+        ("pun-nobn", "random-nobn"),
+    ]
     diff_table = [
         "| regime | " + " | ".join(f"{a} - {b}: ID / OOD (dB)" for a, b in pairs) + " |",
         "|---" * (len(pairs) + 1) + "|",
@@ -351,9 +358,9 @@ def batchnorm_section(
     return [
         "## Dense training without batch normalisation",
         "",
-        "The same training with a denoiser without BatchNorm (`model.batchnorm=false`, dense and "
-        f"PUN only; run directories {_paths(ablation)}), to test whether the unstable dense "
-        "trainings come from batch statistics at batch size 2 in a denoiser shared by all "
+        "The same training with a denoiser without BatchNorm (`model.batchnorm=false`; dense, PUN "
+        f"and `random` only; run directories {_paths(ablation)}), to test whether the unstable "
+        "dense trainings come from batch statistics at batch size 2 in a denoiser shared by all "
         "unrolls. ID / mean OOD PSNR (dB) per seed, in brackets the largest fall of validation "
         "PSNR between consecutive checks (dB):",
         "",
