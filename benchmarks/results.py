@@ -455,8 +455,12 @@ def write_doc(
         "## Answer",
         "",
         *verdict(results, contrasts),
-        "",
     ]
+    if ablation:
+        nobn = {f"{r} without BatchNorm": p for r, p in ablation.items()}
+        nobn_results = {k: json.loads((p / "metrics.json").read_text()) for k, p in nobn.items()}
+        lines += verdict(nobn_results, controls(nobn_results, nobn))
+    lines.append("")
     if discussion is not None and discussion.is_file():
         lines += [discussion.read_text().strip(), ""]
     lines += [

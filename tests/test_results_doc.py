@@ -122,4 +122,7 @@ def test_batchnorm_section_pairs_the_two_runs(tiny_regimes, tmp_path):
         if r.suite == "id" and r.method.startswith("dense#")
     ]
     row = [line for line in text.splitlines() if line.startswith(f"| {regime} |")][-1]
+    doc = tmp_path / "RESULTS.md"
+    module.write_doc(results, runs, "python benchmarks/results.py", doc, ablation={regime: nobn})
+    assert "- **fresh-small without BatchNorm**: PUN is" in doc.read_text()
     assert row.split("|")[2].strip().startswith(f"{sum(diffs) / len(diffs):+.2f} [")
