@@ -131,6 +131,15 @@ def _slices(run_dir: Path) -> list:
     return read_slice_csv(run_dir / "eval" / "slices.csv")
 
 
+def _psnr_by_network(records: list) -> dict[tuple[str, int | None], dict[str, list[float]]]:
+    """Per (method, seed): the PSNR of every ``id`` slice and of every shifted-suite slice."""
+    per: dict[tuple[str, int | None], dict[str, list[float]]] = {}
+    for r in records:
+        part = "id" if r.suite == "id" else "ood"
+        per.setdefault(split_seed(r.method), {"id": [], "ood": []})[part].append(r.psnr)
+    return per
+
+
 def harder_suites(metrics: dict) -> set[str]:
     """Shifted suites whose zero-filled PSNR is below the ``id`` suite's (harder inputs)."""
     info = metrics.get("suites", {})
@@ -147,11 +156,7 @@ def seed_table(results: dict[str, dict], runs: dict[str, Path]) -> list[str]:
     methods = ["dense", *(m for m in ("pun", *CONTROLS) if m in first.get("summary", {}))]
     lines = ["| regime | seed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
     for regime in results:
-        per: dict[tuple[str, int | None], dict[str, list[float]]] = {}
-        for r in read_slice_csv(runs[regime] / "eval" / "slices.csv"):
-            name, seed = split_seed(r.method)
-            part = "id" if r.suite == "id" else "ood"
-            per.setdefault((name, seed), {"id": [], "ood": []})[part].append(r.psnr)
+        per = _psnr_by_network(_slices(runs[regime]))
         seeds = sorted({seed for (_, seed) in per if seed is not None})
         for seed in seeds:
             cells = []
@@ -329,10 +334,7 @@ def batchnorm_section(
     ]
     for regime, nobn in ablation.items():
         records = _slices(runs[regime]) + _without_batchnorm(_slices(nobn))
-        per: dict[tuple[str, int | None], dict[str, list[float]]] = {}
-        for r in records:
-            part = "id" if r.suite == "id" else "ood"
-            per.setdefault(split_seed(r.method), {"id": [], "ood": []})[part].append(r.psnr)
+        per = _psnr_by_network(records)
         for seed in sorted({s for (n, s) in per if n == "dense-nobn" and s is not None}):
             cells = []
             for name, _ in nets:
