@@ -22,6 +22,16 @@ from .fft import fft2c, ifft2c
 _DIMS = (-2, -1)
 
 
+def _fft2(u: torch.Tensor) -> torch.Tensor:
+    """Orthonormal 2D FFT over the last two dims, no shifts (the folded operator's transform)."""
+    return torch.fft.fft2(u, dim=_DIMS, norm="ortho")
+
+
+def _ifft2(k: torch.Tensor) -> torch.Tensor:
+    """Orthonormal inverse 2D FFT over the last two dims, no shifts."""
+    return torch.fft.ifft2(k, dim=_DIMS, norm="ortho")
+
+
 def checkerboard(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
     """``(-1)^(h + w)`` as a float32 ``(H, W)`` tensor."""
     rows = 1 - 2 * (torch.arange(height, device=device) % 2)
@@ -52,15 +62,21 @@ class SenseOperator:
                 f"{maps.shape[3]}) or (H, W)"
             )
         self.maps = maps
-        self.mask = mask.to(device=maps.device, dtype=maps.real.dtype)
+        # 0/1 (nonzero = sampled), so that M M = M and normal() may apply it once
+        self.mask = (mask != 0).to(device=maps.device, dtype=maps.real.dtype)
         self._coil_mask = self.mask.unsqueeze(1)
+        # What the three products below use: the maps, the k-space mask and the transform pair,
+        # with the centring shifts folded into maps and mask for even sizes (module docstring).
         height, width = maps.shape[-2:]
-        self._folded = height % 2 == 0 and width % 2 == 0
-        if self._folded:  # see the module docstring
+        if height % 2 == 0 and width % 2 == 0:
             c = checkerboard(height, width, maps.device).to(maps.real.dtype)
             sign = -1.0 if (height // 2 + width // 2) % 2 else 1.0
-            self._maps_c = maps * c
-            self._signed_mask = self._coil_mask * (sign * c)
+            self._op_maps = maps * c
+            self._out_mask = self._coil_mask * (sign * c)
+            self._fft, self._ifft = _fft2, _ifft2
+        else:
+            self._op_maps, self._out_mask = maps, self._coil_mask
+            self._fft, self._ifft = fft2c, ifft2c
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -75,27 +91,19 @@ class SenseOperator:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W)`` image -> ``(B, C, H, W)`` sampled k-space."""
-        if self._folded:
-            return self._signed_mask * torch.fft.fft2(
-                self._maps_c * x.unsqueeze(1), dim=_DIMS, norm="ortho"
-            )
-        return self._coil_mask * fft2c(self.maps * x.unsqueeze(1))
+        return self._out_mask * self._fft(self._op_maps * x.unsqueeze(1))
 
     __call__ = forward
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` k-space -> ``(B, H, W)`` coil-combined image ``A^H y``."""
-        if self._folded:
-            coil_images = torch.fft.ifft2(self._signed_mask * y, dim=_DIMS, norm="ortho")
-            return (self._maps_c.conj() * coil_images).sum(dim=1)
-        return (self.maps.conj() * ifft2c(self._coil_mask * y)).sum(dim=1)
+        return (self._op_maps.conj() * self._ifft(self._out_mask * y)).sum(dim=1)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
-        """``A^H A x`` for ``(B, H, W)`` images (the mask is idempotent, applied once)."""
-        if not self._folded:
-            return self.adjoint(self.forward(x))
-        k = self._coil_mask * torch.fft.fft2(self._maps_c * x.unsqueeze(1), dim=_DIMS, norm="ortho")
-        return (self._maps_c.conj() * torch.fft.ifft2(k, dim=_DIMS, norm="ortho")).sum(dim=1)
+        """``A^H A x`` for ``(B, H, W)`` images (the mask is idempotent and its signs cancel:
+        applied once, unsigned)."""
+        k = self._coil_mask * self._fft(self._op_maps * x.unsqueeze(1))
+        return (self._op_maps.conj() * self._ifft(k)).sum(dim=1)
 
     def to(self, device: torch.device | str) -> SenseOperator:
         """The same operator with its tensors on ``device``."""
