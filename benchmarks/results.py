@@ -32,7 +32,7 @@ from _docs import punmri_run
 from punmri.evaluate.statistics import split_seed, suite_statistics, summary_line
 from punmri.evaluate.tables import read_slice_csv
 from punmri.io import write_text_atomic
-from punmri.pipeline import report_run
+from punmri.pipeline import ModelSpec, report_run
 from punmri.report.figures import summary_bars
 from punmri.report.markdown import cost_table, fmt_ci, training_table
 
@@ -48,9 +48,10 @@ REGIMES = {
 
 #: The batch-normalisation ablation: dense, PUN and its random control with a ResNet denoiser
 #: without BatchNorm, trained like the main grid (run directories ``runs/results/REGIME-nobn``).
+NO_BATCHNORM_METHODS = ("dense", "pun", "random")
 NO_BATCHNORM = [
     "model.batchnorm=false",
-    "methods=[dense,pun,random]",
+    f"methods=[{','.join(NO_BATCHNORM_METHODS)}]",
     "prune.densities=[]",
     "evaluate.baselines=[zero-filled]",
 ]
@@ -181,9 +182,10 @@ def hard_shift_table(results: dict[str, dict], runs: dict[str, Path]) -> list[st
     for regime, metrics in results.items():
         hard = harder_suites(metrics)
         seed = metrics["config"]["evaluate"]["test_seed"]
+        records = _slices(runs[regime])
         cells = []
         for m in methods:
-            line = _pairwise(_slices(runs[regime]), m, "dense", seed, hard) if hard else None
+            line = _pairwise(records, m, "dense", seed, hard) if hard else None
             cells.append(fmt_ci(line["ood_delta_psnr"]) if line else "-")
         lines.append(f"| {regime} | {', '.join(sorted(hard))} | " + " | ".join(cells) + " |")
     return lines
@@ -292,13 +294,17 @@ def density_table(results: dict[str, dict], method: str = "pun") -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def max_val_drop(run_dir: Path, method: str, seed: int) -> float:
-    """Largest fall of validation PSNR (dB) between consecutive checks of one trained network:
-    the training instability the seed-by-seed table shows."""
-    path = run_dir / "models" / method / f"seed{seed}" / "train" / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    vals = [r["val_psnr"] for r in rows if "val_psnr" in r]
+def max_val_drop(history: list[dict]) -> float:
+    """Largest fall of validation PSNR (dB) between consecutive checks in a training history
+    (``TrainResult.history``): the training instability the seed-by-seed table shows."""
+    vals = [h["val_psnr"] for h in history if "val_psnr" in h]
     return max([a - b for a, b in zip(vals[:-1], vals[1:], strict=True)] + [0.0])
+
+
+def _history(run_dir: Path, method: str, seed: int) -> list[dict]:
+    """The training history of one finished network of a run."""
+    done = ModelSpec(method, seed).directory(run_dir) / "train" / "done.json"
+    return json.loads(done.read_text())["history"]
 
 
 def _without_batchnorm(records: list) -> list:
@@ -306,7 +312,7 @@ def _without_batchnorm(records: list) -> list:
     out = []
     for r in records:
         name, _ = split_seed(r.method)
-        if name in ("dense", "pun", "random"):
+        if name in NO_BATCHNORM_METHODS:
             out.append(dataclasses.replace(r, method=name + "-nobn" + r.method[len(name) :]))
     return out
 
@@ -345,7 +351,7 @@ def batchnorm_section(
                     "-"
                     if v is None
                     else f"{np.nanmean(v['id']):.2f} / {np.nanmean(v['ood']):.2f} "
-                    f"({max_val_drop(run_dir, method, seed):.1f})"
+                    f"({max_val_drop(_history(run_dir, method, seed)):.1f})"
                 )
             seeds_table.append(f"| {regime} | {seed} | " + " | ".join(cells) + " |")
         test_seed = results[regime]["config"]["evaluate"]["test_seed"]
@@ -554,7 +560,8 @@ def main() -> None:
         nargs="*",
         default=["fixed-full", "fresh-small"],
         choices=list(REGIMES),
-        help="regimes also trained without BatchNorm (dense and PUN) into OUT/REGIME-nobn",
+        help=f"regimes also trained without BatchNorm ({', '.join(NO_BATCHNORM_METHODS)}) "
+        "into OUT/REGIME-nobn",
     )
     parser.add_argument(
         "--from-runs",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -94,14 +93,12 @@ def test_harder_suites_are_those_below_id_zero_filled():
     assert module.harder_suites(metrics) == {"acc8"}
 
 
-def test_max_val_drop(tmp_path):
+def test_max_val_drop():
     module = _results_module()
-    train = tmp_path / "models" / "dense" / "seed1" / "train"
-    train.mkdir(parents=True)
     vals = [20.0, 22.0, 18.5, 21.0, 20.0]
-    rows = [{"step": 10, "loss": 1.0}] + [{"step": i, "val_psnr": v} for i, v in enumerate(vals)]
-    (train / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert module.max_val_drop(tmp_path, "dense", 1) == pytest.approx(3.5)
+    history = [{"step": 10, "loss": 1.0}] + [{"step": i, "val_psnr": v} for i, v in enumerate(vals)]
+    assert module.max_val_drop(history) == pytest.approx(3.5)
+    assert module.max_val_drop([{"step": 1, "val_psnr": 20.0}, {"step": 2, "val_psnr": 21.0}]) == 0
 
 
 def test_batchnorm_section_pairs_the_two_runs(tiny_regimes, tmp_path):
