@@ -29,8 +29,9 @@ from _docs import machine, write_section  # noqa: E402
 from punmri.config import load_config  # noqa: E402
 from punmri.methods import MethodContext, find_method_mask, mask_check  # noqa: E402
 from punmri.models import build_model  # noqa: E402
-from punmri.pipeline import ModelSpec, load_run_data  # noqa: E402
+from punmri.pipeline import load_run_data  # noqa: E402
 from punmri.report.figures import pun_search_traces  # noqa: E402
+from punmri.specs import ModelSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "runs" / "bench-pun-search"

@@ -32,9 +32,10 @@ from _docs import punmri_run
 from punmri.evaluate.statistics import split_seed, suite_statistics, summary_line
 from punmri.evaluate.tables import read_slice_csv
 from punmri.io import write_text_atomic
-from punmri.pipeline import ModelSpec, report_run
+from punmri.pipeline import report_run
 from punmri.report.figures import summary_bars
 from punmri.report.markdown import cost_table, fmt_ci, training_table
+from punmri.specs import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_SLICES = 8

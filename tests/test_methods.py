@@ -10,8 +10,9 @@ import torch
 
 from punmri.config import load_config
 from punmri.errors import InputError
-from punmri.pipeline import ModelSpec, load_run_data, load_trained, model_specs, run
+from punmri.pipeline import load_run_data, load_trained, model_specs, run
 from punmri.pruning import Masks
+from punmri.specs import ModelSpec
 
 from .conftest import TINY
 

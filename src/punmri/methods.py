@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,10 +51,8 @@ from .pruning import (
     register_optimizer_hook,
 )
 from .pruning.pun_wt import resample_, set_temperature_, weight_parameters
+from .specs import ModelSpec, RunData
 from .train import TrainHooks, TrainResult, get_loss, load_weights, train
-
-if TYPE_CHECKING:
-    from .pipeline import ModelSpec, RunData
 
 #: Steps of the training stream from which search and check batches are drawn (never trained on
 #: as such: they are other draws of augmentation and physics of the training slices).
@@ -251,8 +249,6 @@ INIT_METHODS: dict[str, tuple[str, str | None]] = {
 def prune_at_init(ctx: MethodContext, method: str, density: float, seed: int, out: Path) -> Masks:
     """Find the ``method`` mask of the seeded initial network, check it against layer-shuffled
     controls and write it to ``out`` (``punmri prune``)."""
-    from .pipeline import ModelSpec
-
     if method not in INIT_METHODS:
         raise InputError(
             f"--method {method!r}: punmri prune finds masks at initialisation; choose one of "
@@ -367,8 +363,6 @@ def _dense(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
 
 def _trained_dense(ctx: MethodContext, seed: int) -> MethodResult:
     """The dense network of ``seed`` (trained once, shared by the after-training methods)."""
-    from .pipeline import ModelSpec
-
     return _dense(ctx, ModelSpec("dense", seed, None, ctx.cfg.prune.density))
 
 

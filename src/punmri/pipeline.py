@@ -19,63 +19,31 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import yaml
-from torch import nn
 
 from .config import RunConfig, load_config, save_config, to_dict
 from .data.anatomy import training_splits
-from .data.batches import Batch, batches, collate
-from .data.sources import ImageSet
+from .data.batches import collate
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
+from .evaluate.shifts import build_suites
 from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
+from .methods import RECIPES, MethodContext, run_method
 from .models import build_model
-from .pruning import Masks
+from .pruning import Masks, apply
 from .report import write_report
+from .specs import ModelSpec, RunData, TrainedModel
 from .train import TrainResult, load_weights, resolve_device
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One network to train: the method, the seed, its density (None for dense) and the run's
-    headline density (a method at the headline density keeps its plain name)."""
-
-    method: str
-    seed: int
-    density: float | None = None
-    headline: float | None = None
-
-    @property
-    def name(self) -> str:
-        """Method name as reported (``dense``, ``pun``, ``pun@0.03`` ...)."""
-        if self.density is None or self.density == self.headline:
-            return self.method
-        return f"{self.method}@{self.density:g}"
-
-    def directory(self, run_dir: Path) -> Path:
-        """Where this model's stages write."""
-        return run_dir / "models" / self.name / f"seed{self.seed}"
-
-
-@dataclass
-class TrainedModel:
-    """A trained network with its training record and costs."""
-
-    spec: ModelSpec
-    model: nn.Module
-    result: TrainResult
-    costs: dict[str, float] = field(default_factory=dict)
-    masks: Masks | None = None
 
 
 def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) -> Path:
@@ -146,8 +114,6 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
     """Every (method, density, seed) network the config asks for, in config order."""
-    from .methods import RECIPES
-
     unknown = [m for m in cfg.methods if m not in RECIPES]
     if unknown:
         raise InputError(
@@ -170,26 +136,9 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
     return specs
 
 
-@dataclass
-class RunData:
-    """The run's image splits and fixed validation/test sets."""
-
-    splits: dict[str, ImageSet]
-    val: Suite
-    suites: list[Suite]
-    batch_size: int
-
-    @property
-    def val_batches(self) -> list[Batch]:
-        """Validation samples in training-size batches."""
-        return batches(self.val.samples, self.batch_size)
-
-
 def load_run_data(cfg: RunConfig, extra_sources: Sequence[str] = ()) -> RunData:
     """Splits, validation batches and the test suites: ``evaluate.suites`` (``id`` first), then
     one per source in ``data.paths`` and ``extra_sources``."""
-    from .evaluate.shifts import build_suites
-
     splits = training_splits(cfg.data)
     val = simulated_suite("val", splits["val"], cfg.physics, cfg.evaluate.test_seed)
     suites = build_suites(cfg, splits, extra_sources)
@@ -200,8 +149,6 @@ def train_spec(
     cfg: RunConfig, spec: ModelSpec, data: RunData, run_dir: Path, progress: bool
 ) -> TrainedModel:
     """Obtain the mask (if any) and train one network, or load it when finished."""
-    from .methods import MethodContext, run_method
-
     out = run_method(MethodContext(cfg, run_dir, data, progress), spec)
     return TrainedModel(spec, out.model, out.result, out.costs, out.masks)
 
@@ -228,8 +175,6 @@ def seed_method_name(name: str, seed: int, seeds: Sequence[int]) -> str:
 
 def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel:
     """A finished model of a run directory (refuses unfinished training)."""
-    from .pruning import apply
-
     directory = spec.directory(run_dir)
     if not (directory / "costs.json").is_file():
         raise InputError(

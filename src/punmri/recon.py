@@ -15,7 +15,8 @@ from .evaluate.runner import model_recon
 from .evaluate.suites import simulated_suite
 from .io import atomic_write
 from .physics import espirit_maps
-from .pipeline import ModelSpec, load_run_config, load_trained
+from .pipeline import load_run_config, load_trained
+from .specs import ModelSpec
 from .train import resolve_device
 
 OUTPUT_SUFFIXES = (".npy", ".png", ".nii", ".nii.gz")
