@@ -1,6 +1,7 @@
 # punmri: two commands for a newcomer on Debian/Ubuntu.
 #   make demo   set up (venv, deps, Colin27 data) and run the CPU demo into runs/demo
-#   make test   set up and run the test suite
+#   make test   set up and run the test suite (fast: the tests marked slow are left out)
+#   make test-all  the whole suite: slow end-to-end tests too, and gpu tests when CUDA is there
 # GPU users: create .venv and install a CUDA build of torch into it first (see README).
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo demo-pun test lint bench clean-demo
+.PHONY: setup data demo demo-pun test test-all lint bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ demo-pun: setup data
 test: setup
 	@sh scripts/install-data.sh || echo "note: tests that need Colin27 will be skipped"
 	$(PY) -m pytest -q
+
+test-all: setup data
+	$(PY) -m pytest -q -m ""
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -49,7 +49,9 @@ def _batch(cfg, batch_size: int):
     vol = phantom_volume((8, h, w), np.random.default_rng(0))
     images = slice_volume(vol, "sagittal")[:, :h, :w]
     images = np.stack([np.pad(i, ((0, h - i.shape[0]), (0, w - i.shape[1]))) for i in images])
-    stream = TrainingStream(images, [str(i) for i in range(len(images))], cfg.physics, 0, False)
+    stream = TrainingStream.simulated(
+        images, [str(i) for i in range(len(images))], cfg.physics, 0, False
+    )
     return stream.batch(0, batch_size)
 
 

@@ -43,3 +43,13 @@ def tiny_images() -> np.ndarray:
     """Six 24x20 head-like phantoms (N, H, W) in [0, 1]."""
     rng = np.random.default_rng(0)
     return np.stack([random_ellipses((24, 20), 5, rng) for _ in range(6)]).astype(np.float32)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where CUDA is available (``make test-all`` selects them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

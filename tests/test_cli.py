@@ -30,6 +30,44 @@ def test_run_writes_contract(trained_run):
     assert (trained_run / "eval" / "slices.csv").is_file()
 
 
+def _snapshot(directory):
+    """Every file below ``directory`` with its bytes and modification time."""
+    return {
+        p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_rerun_of_a_complete_run_changes_nothing(trained_run, monkeypatch):
+    import punmri.pipeline
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a complete run must not load data or evaluate again")
+
+    before = _snapshot(trained_run)
+    monkeypatch.setattr(punmri.pipeline, "load_run_data", no_data)
+    assert main(["run", "--out", str(trained_run), "--no-progress", *TINY]) == 0
+    assert _snapshot(trained_run) == before
+
+
+def test_changed_evaluation_settings_reevaluate_and_keep_the_recorded_cost(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--no-progress", *TINY]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    weights = (out / "models/dense/seed0/train/best.pt").read_bytes()
+    assert main(["run", "--out", str(out), "--no-progress", *TINY, "evaluate.cg_tol=0.5"]) == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["config"]["evaluate"]["cg_tol"] == 0.5
+    assert (out / "models/dense/seed0/train/best.pt").read_bytes() == weights
+    # an early CG exit at a loose tolerance changes the reconstructions, so this was re-evaluated
+    assert (
+        second["methods"]["dense"]["suites"]["id"]["psnr"]
+        != (first["methods"]["dense"]["suites"]["id"]["psnr"])
+    )
+    assert second["wall_s"] > first["wall_s"]  # the first call's seconds are kept, not replaced
+
+
 def test_rerun_resumes_and_different_config_is_refused(trained_run, capsys):
     before = (trained_run / "models/dense/seed0/train/done.json").read_text()
     assert main(["run", "--out", str(trained_run), "--no-progress", *TINY]) == 0
@@ -55,28 +93,23 @@ def test_eval_on_extra_source_and_recon(trained_run, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "extra.npy", rng.uniform(size=(2, 30, 30)).astype(np.float32))
     out = tmp_path / "eval"
-    code = main(
-        [
-            "eval",
-            "--run",
-            str(trained_run),
-            "--data",
-            str(tmp_path / "extra.npy"),
-            "--out",
-            str(out),
-            "--no-progress",
-            "physics.acceleration=6",
-        ]
-    )
-    assert code == 0
+    extra = tmp_path / "extra.npy"
+    args = ["eval", "--run", str(trained_run), "--data", str(extra), "--out", str(out)]
+    assert main([*args, "--no-progress", "physics.acceleration=6"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]["dense"]["suites"]) == {"id", "extra"}
     assert metrics["config"]["physics"]["acceleration"] == 6
+    before = _snapshot(out)
+    assert main([*args, "--no-progress", "physics.acceleration=6"]) == 0
+    assert _snapshot(out) == before  # the same evaluation again: nothing to do
+    np.save(extra, rng.uniform(size=(3, 30, 30)).astype(np.float32))  # the source changed
+    assert main([*args, "--no-progress", "physics.acceleration=6"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["suites"]["extra"]["n_slices"] == 3
     rec = tmp_path / "recon.npy"
     recon = ["recon", "--run", str(trained_run), "--input", str(tmp_path / "extra.npy")]
     assert main([*recon, "--out", str(rec)]) == 0
     images = np.load(rec)
-    assert images.shape == (2, 24, 20) and np.iscomplexobj(images)
+    assert images.shape == (3, 24, 20) and np.iscomplexobj(images)
     assert main([*recon, "--out", str(rec)]) == 2  # refuses to overwrite
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from punmri.config import RunConfig, load_config, save_config, to_dict
 from punmri.errors import InputError
@@ -68,5 +69,18 @@ def test_resnet_without_batchnorm():
 
     assert norms(load_config(None, ["model.depth=3"])) == 2
     assert norms(load_config(None, ["model.depth=3", "model.batchnorm=false"])) == 0
-    with pytest.raises(InputError, match="model.batchnorm: expected true unless"):
-        load_config(None, ["model.denoiser=unet", "model.batchnorm=false"])
+    # harmless for the denoisers without BatchNorm: accepted, the same network either way
+    for denoiser in ("unet", "didn"):
+        base = ["model.denoiser=" + denoiser, "model.channels=4", "model.depth=2"]
+        with_bn = build_model(load_config(None, base).model, 0)
+        without = build_model(load_config(None, [*base, "model.batchnorm=false"]).model, 0)
+        assert norms(load_config(None, [*base, "model.batchnorm=false"])) == 0
+        for (name, a), (_, b) in zip(
+            with_bn.state_dict().items(), without.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), name
+
+
+def test_negative_cg_tol_is_refused():
+    with pytest.raises(InputError, match="evaluate.cg_tol"):
+        load_config(None, ["evaluate.cg_tol=-1e-3"])

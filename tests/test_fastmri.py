@@ -8,9 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from punmri.data.fastmri import FastMRISlice, ifft2c, is_fastmri_file, read_fastmri
+from punmri.data.fastmri import FastMRISlice, is_fastmri_file, read_fastmri, rss_target
 from punmri.data.phantoms import random_ellipses
 from punmri.errors import InputError
+from punmri.physics.fft import ifft2c_numpy
+from punmri.physics.fft import ifft2c_numpy as ifft2c
 
 HEADER = """<?xml version="1.0" encoding="utf-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
@@ -60,6 +62,26 @@ def test_ifft2c_is_orthonormal_and_centered() -> None:
     kspace = _fft2c(image)
     assert np.allclose(np.abs(kspace), 1 / np.sqrt(48))
     np.testing.assert_allclose(ifft2c(kspace), image, atol=1e-6)
+
+
+def test_ifft2c_and_rss_target_match_numpy_on_random_kspace() -> None:
+    # The module reuses the physics transforms; results equal numpy's to float32 rounding.
+    assert ifft2c is ifft2c_numpy
+    rng = np.random.default_rng(3)
+    kspace = (rng.standard_normal((4, 40, 24)) + 1j * rng.standard_normal((4, 40, 24))).astype(
+        np.complex64
+    )
+    shifted = np.fft.ifftshift(kspace.astype(np.complex128), axes=(-2, -1))
+    images = np.fft.fftshift(np.fft.ifft2(shifted, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
+    out = ifft2c(kspace)
+    assert out.dtype == np.complex64
+    np.testing.assert_allclose(out, images, rtol=1e-5, atol=1e-6)
+    assert ifft2c(kspace.astype(np.complex128)).dtype == np.complex128
+    target = rss_target(kspace, (20, 16))
+    expected = np.sqrt((np.abs(images) ** 2).sum(axis=0))[10:30, 4:20]
+    assert target.dtype == np.float32 and target.shape == (20, 16)
+    np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-6)
+    assert rss_target(kspace.astype(np.complex128), (20, 16)).dtype == np.float32
 
 
 def test_multicoil_stored_and_computed_targets_match(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from punmri.data.kspace_sources import (
     is_kspace_source,
     resize_coil_images,
 )
+from punmri.data.phantoms import random_ellipses
+from punmri.data.simulate import simulate
 from punmri.errors import InputError
 from punmri.physics import SenseOperator
 
@@ -179,3 +181,14 @@ def test_resize_keeps_aspect_ratio_and_calib_width_scales() -> None:
     np.testing.assert_allclose(out[:, 2:-2], 1 + 1j, atol=1e-6)
     assert calib_width((112, 96)) == 24 and calib_width((24, 20)) == 12
     assert calib_width((320, 320)) == 24
+
+
+def test_simulated_kspace_is_the_masked_centred_fft_of_the_coil_images() -> None:
+    # punmri.data.simulate: y = M fft2c(S x), noise-free here, against numpy's transform.
+    image = random_ellipses((24, 20), 4, np.random.default_rng(0)).astype(np.float32)
+    cfg = _cfg("physics.snr_db=null", "physics.acceleration=4")
+    sample = simulate(image, cfg.physics, np.random.default_rng(1))
+    assert sample.kspace.dtype == np.complex64 and sample.kspace.shape == (4, 24, 20)
+    assert 0 < sample.mask.mean() < 1
+    expected = _fft2c(sample.maps.astype(np.complex128) * sample.target[None]) * sample.mask
+    np.testing.assert_allclose(sample.kspace, expected, rtol=1e-5, atol=1e-6)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from skimage.metrics import structural_similarity
 
 from punmri.errors import InputError
 from punmri.evaluate.metrics import nmse, psnr, roi_metrics, slice_metrics, ssim
@@ -53,6 +55,42 @@ def test_ssim_identical_is_one_and_degrades() -> None:
     assert ssim(target, target) == pytest.approx(1.0)
     noisy = target + np.random.default_rng(3).normal(0, 0.2, target.shape)
     assert ssim(target, noisy) < 0.9
+
+
+def _volume_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A fixed magnitude volume ``(3, 40, 36)`` with slice peaks 1, 0.6 and 0.3, and a blurred,
+    noisy magnitude reconstruction of it."""
+    yy, xx = np.mgrid[0:40, 0:36]
+    body = (yy - 20) ** 2 / 300 + (xx - 18) ** 2 / 250 < 1
+    target = np.stack(
+        [
+            peak * (0.5 + 0.5 * np.sin(xx / (3 + k)) * np.cos(yy / 5)) * body
+            for k, peak in enumerate((1.0, 0.6, 0.3))
+        ]
+    )
+    noise = np.random.default_rng(0).normal(0, 0.03, target.shape)
+    pred = np.abs(ndimage.uniform_filter(target, size=(1, 3, 3)) + noise)
+    return target, pred
+
+
+def test_ssim_matches_fastmri_reference_values() -> None:
+    target, pred = _volume_pair()
+    volume_max = float(target.max())
+    # fastMRI's evaluate.ssim: skimage's structural_similarity with its defaults (7x7 uniform
+    # window, K1 = 0.01, K2 = 0.03, sample covariance) and data_range = the target *volume* max,
+    # averaged over slices. Here: that data_range passed explicitly, slice by slice.
+    pairs = list(zip(target, pred, strict=True))
+    reference = [structural_similarity(t, p, data_range=volume_max) for t, p in pairs]
+    scores = [ssim(t, p, data_range=volume_max) for t, p in pairs]
+    assert scores == pytest.approx(reference, rel=1e-12, abs=1e-12)
+    assert float(np.mean(scores)) == pytest.approx(0.8471821241, abs=1e-6)
+    # The default data_range is the target *slice* max (module docstring), which differs from the
+    # volume convention for the dimmer slices.
+    reference = [structural_similarity(t, p, data_range=t.max()) for t, p in pairs]
+    scores = [ssim(t, p) for t, p in pairs]
+    assert scores == pytest.approx(reference, rel=1e-12, abs=1e-12)
+    assert scores[2] == pytest.approx(0.7073440263, abs=1e-6)
+    assert scores[2] < ssim(target[2], pred[2], data_range=volume_max) - 0.05
 
 
 def test_nmse_known_value() -> None:

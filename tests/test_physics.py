@@ -1,4 +1,5 @@
-"""MRI physics: FFT unitarity, SENSE adjointness, normal operator, CG, masks, coils, noise."""
+"""MRI physics: FFT unitarity and numpy wrappers, SENSE adjointness, mask broadcasting, normal
+operator, CG, masks, coils, noise."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from punmri.physics import (
     conjugate_gradient,
     fft2c,
     ifft2c,
+    rss,
     sampling_mask,
     simulated_coil_maps,
 )
+from punmri.physics.fft import fft2c_numpy, ifft2c_numpy, rss_numpy
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -43,6 +46,48 @@ def test_fft_matches_numpy_and_is_unitary():
     torch.testing.assert_close(ifft2c(k), x, atol=1e-5, rtol=1e-5)
 
 
+def _np_fft2c(x: np.ndarray, inverse: bool = False) -> np.ndarray:
+    transform = np.fft.ifft2 if inverse else np.fft.fft2
+    shifted = np.fft.ifftshift(x.astype(np.complex128), axes=(-2, -1))
+    return np.fft.fftshift(transform(shifted, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "out_dtype", "tol"),
+    [
+        (np.complex64, np.complex64, 1e-6),
+        (np.complex128, np.complex128, 1e-12),
+        (np.float32, np.complex64, 1e-6),
+        (np.float64, np.complex128, 1e-12),
+    ],
+)
+def test_numpy_wrappers_match_numpy_and_keep_precision(dtype, out_dtype, tol):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 10, 7)) + 1j * rng.standard_normal((3, 10, 7))
+    x = (x if np.issubdtype(dtype, np.complexfloating) else x.real).astype(dtype)
+    for got, want in (
+        (fft2c_numpy(x), _np_fft2c(x)),
+        (ifft2c_numpy(x), _np_fft2c(x, inverse=True)),
+    ):
+        assert got.dtype == out_dtype and got.shape == x.shape
+        np.testing.assert_allclose(got, want, atol=tol, rtol=tol)
+    combined = rss_numpy(x, axis=0)
+    assert combined.dtype == np.abs(np.zeros(1, out_dtype)).dtype and combined.shape == (10, 7)
+    np.testing.assert_allclose(combined, np.sqrt((np.abs(x) ** 2).sum(0)), atol=tol, rtol=tol)
+    # the wrappers are the torch functions (one implementation)
+    t = torch.from_numpy(x.astype(out_dtype))
+    np.testing.assert_array_equal(fft2c_numpy(x), fft2c(t).numpy())
+    np.testing.assert_array_equal(rss_numpy(x, axis=0), rss(t, dim=0).numpy())
+
+
+def test_numpy_wrappers_take_read_only_and_strided_arrays():
+    x = np.arange(48, dtype=np.complex64).reshape(6, 8)
+    x.flags.writeable = False
+    view = x[:, ::-2]
+    np.testing.assert_allclose(ifft2c_numpy(fft2c_numpy(view)), view, atol=1e-4)
+    assert not x.flags.writeable
+
+
 @pytest.mark.parametrize("coils", [1, 4])
 @pytest.mark.parametrize("kind", ["random", "poisson2d"])
 def test_sense_adjointness(coils, kind):
@@ -66,6 +111,47 @@ def test_operator_equals_centred_fft_definition(shape):
     normal = (op.maps.conj() * ifft2c(m * ax)).sum(1)
     torch.testing.assert_close(op.normal(x), normal, atol=1e-5, rtol=1e-5)
     assert op.adjointness_error(_gen(4)) < 1e-5
+
+
+def test_sense_accepts_sampling_mask_and_broadcasts_a_batch_of_one():
+    shape = (16, 20)
+    rng = np.random.default_rng(1)
+    maps = torch.from_numpy(np.stack([simulated_coil_maps(shape, 3, rng, jitter=0.2)] * 2))
+    drawn = sampling_mask("random", shape, 4, seed=2)
+    full = torch.from_numpy(np.stack([drawn.mask, drawn.mask]))
+    x = torch.randn((2, *shape), dtype=torch.complex64, generator=_gen(5))
+    reference = SenseOperator(maps, full)
+    for mask in (drawn, torch.from_numpy(drawn.mask)[None], drawn.mask[None], drawn.mask):
+        op = SenseOperator(maps, mask)
+        assert op.mask.shape == (2, *shape)
+        torch.testing.assert_close(op.mask, reference.mask, atol=0, rtol=0)
+        torch.testing.assert_close(op(x), reference(x), atol=0, rtol=0)
+    # a (B, H, W) mask keeps one mask per item
+    other = torch.from_numpy(np.stack([drawn.mask, sampling_mask("random", shape, 4, seed=3).mask]))
+    op = SenseOperator(maps, other)
+    assert not torch.equal(op.mask[0], op.mask[1])
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        torch.ones(3, 16, 20),  # batch 3 against maps of batch 2
+        torch.ones(1, 16, 21),  # wrong image size
+        torch.ones(16),  # 1D
+        torch.ones(1, 1, 16, 20),  # 4D
+    ],
+)
+def test_sense_refuses_masks_that_cannot_broadcast(mask):
+    maps = torch.ones(2, 3, 16, 20, dtype=torch.complex64)
+    with pytest.raises(InputError, match=r"sampling mask shape .* does not match .*\(1, 16, 20\)"):
+        SenseOperator(maps, mask)
+
+
+def test_sense_refuses_batched_mask_for_single_maps_and_bad_types():
+    with pytest.raises(InputError, match="does not match"):
+        SenseOperator(torch.ones(1, 2, 8, 8, dtype=torch.complex64), torch.ones(2, 8, 8))
+    with pytest.raises(InputError, match="expected a torch.Tensor, numpy array or SamplingMask"):
+        SenseOperator(torch.ones(1, 2, 8, 8, dtype=torch.complex64), [[1] * 8] * 8)
 
 
 def test_normal_operator_self_adjoint_and_psd():

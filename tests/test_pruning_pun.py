@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -121,6 +122,36 @@ def test_pun_recovers_known_support(tmp_path):
     assert back.equals(masks) and back.metadata == masks.metadata
 
 
+#: sha256 (first 16 hex digits) of the PUN masks of ``_pinned_search`` as computed before the
+#: pun/ subpackage reorganisation; a change means the search no longer gives the same mask.
+PINNED_PUN_MASKS = {"global": "62de5fb8a309ca56", "uniform": "a9ec7f2c46ac3b7a"}
+
+
+@pytest.mark.parametrize("allocation", sorted(PINNED_PUN_MASKS))
+def test_pun_search_mask_is_pinned(allocation):
+    from .toy_models import ConvNet
+
+    model = ConvNet()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    data = [(torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g))]
+    masks = find_mask(
+        model,
+        "pun",
+        0.3,
+        data * 2,
+        nn.functional.mse_loss,
+        allocation=allocation,
+        generator=torch.Generator().manual_seed(7),
+        steps=20,
+        log_every=19,
+    )
+    digest = hashlib.sha256(b"".join(masks[n].numpy().tobytes() for n in sorted(masks)))
+    assert digest.hexdigest()[:16] == PINNED_PUN_MASKS[allocation]
+
+
 def test_history_fields_and_hamming():
     student, _, data = _teacher_student()
     cfg = PunSearchConfig(steps=21, log_every=10, beta=1.0, beta_warmup=10)
@@ -204,7 +235,7 @@ def test_pun_wt_trains_weights_and_logits_then_hardens():
 
 
 def test_harden_per_layer_keeps_exact_counts_in_every_layer():
-    from punmri.pruning.pun_wt import gates
+    from punmri.pruning.pun import gates
 
     from .toy_models import ConvNet
 

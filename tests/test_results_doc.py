@@ -1,125 +1,407 @@
-"""The generalization-results document (benchmarks/results.py) composed from tiny runs."""
+"""The generalization document (docs/RESULTS.md): statistics against hand-computed cases, the
+document from synthetic regimes whose numbers are known exactly, and one build from real runs."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from punmri.config import load_config
+from punmri.errors import InputError
+from punmri.evaluate.statistics import split_seed
+from punmri.evaluate.tables import SliceRecord, aggregate, write_slice_csv
 from punmri.pipeline import run
+from punmri.report.regime_tables import (
+    batchnorm_tables,
+    control_table,
+    density_table,
+    hard_shift_table,
+    quality_table,
+    regime_map,
+    seed_table,
+    suite_table,
+)
+from punmri.report.regimes import (
+    NO_BATCHNORM,
+    RegimeRun,
+    harder_suites,
+    max_val_drop,
+    paired_summary,
+    psnr_by_network,
+    pun_contrasts,
+    significance,
+    without_batchnorm,
+)
+from punmri.report.results_doc import results_document, write_results_doc
 
 from .conftest import TINY
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+def _rec(method: str, suite: str, slice_name: str, psnr: float) -> SliceRecord:
+    return SliceRecord(method, suite, slice_name, psnr, 0.8, 0.01)
 
 
-def _results_module():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("results_bench", BENCH / "results.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+# -- statistics against hand-computed cases -------------------------------------------------------
+
+#: pun - dense per (suite, slice): one value per seed (seed 0, seed 1).
+HAND = {
+    ("id", "a"): (1.0, 3.0),
+    ("id", "b"): (2.0, 2.0),
+    ("acc8", "a"): (0.0, 2.0),
+    ("acc8", "b"): (4.0, 4.0),
+    ("acc2", "a"): (-1.0, -1.0),
+    ("acc2", "b"): (-1.0, -1.0),
+    ("acc2", "c"): (1.0, 1.0),
+    ("acc2", "d"): (1.0, 1.0),
+}
 
 
-SUITES = "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]"
+def _hand_records() -> list[SliceRecord]:
+    records = []
+    for (suite, name), diffs in HAND.items():
+        for seed, diff in enumerate(diffs):
+            base = 20.0 + len(name) + seed
+            records.append(_rec(f"dense#s{seed}", suite, name, base))
+            records.append(_rec(f"pun#s{seed}", suite, name, base + diff))
+    return records
 
 
-@pytest.fixture(scope="module")
-def tiny_regimes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("results")
-    extra = [
-        "methods=[dense,pun,pun-shuffled,random]",
-        "prune.density=0.3",
-        "prune.pun.steps=4",
-        "prune.check_batches=1",
-        "prune.check_shuffles=1",
-        "seeds=[0,1]",
-        "evaluate.baselines=[zero-filled]",
-        SUITES,
+def test_paired_summary_matches_hand_computed_means():
+    line = paired_summary(_hand_records(), "pun", "dense", seed=0)
+    assert line["id_delta_psnr"]["mean"] == pytest.approx(2.0)  # (1 + 3 + 2 + 2) / 4
+    # OOD: each shift weighs the same: (acc8 2.5 + acc2 0.0) / 2, not the pooled 10 / 12
+    assert line["ood_delta_psnr"]["mean"] == pytest.approx(1.25)
+    assert sorted(line["ood_suites"]) == ["acc2", "acc8"]
+    assert line["id_delta_ssim"]["mean"] == 0.0
+    only = paired_summary(_hand_records(), "pun", "dense", seed=0, suites={"acc8"})
+    assert only["ood_suites"] == ["acc8"] and only["ood_delta_psnr"]["mean"] == pytest.approx(2.5)
+    back = paired_summary(_hand_records(), "dense", "pun", seed=0)
+    assert back["ood_delta_psnr"]["mean"] == pytest.approx(-1.25)
+    assert back["id_delta_psnr"]["ci_low"] == pytest.approx(-line["id_delta_psnr"]["ci_high"])
+    assert paired_summary(_hand_records(), "pun", "snip", seed=0) is None
+
+
+def test_paired_summary_of_a_constant_difference_has_a_zero_width_interval():
+    records = [r for r in _hand_records() if r.method.startswith("dense")]
+    records += [
+        dataclasses.replace(r, method=r.method.replace("dense", "pun"), psnr=r.psnr + 1.5)
+        for r in records
     ]
-    runs, results = {}, {}
-    for regime, more in (("fixed-small", ["prune.densities=[0.5]"]), ("fresh-small", [])):
-        cfg = load_config(None, [*TINY, *extra, *more, f"name={regime}"])
-        runs[regime] = root / regime
-        results[regime] = run(cfg, runs[regime], progress=False)
-    return runs, results
+    line = paired_summary(records, "pun", "dense", seed=3)
+    for key in ("id_delta_psnr", "ood_delta_psnr"):
+        assert line[key] == {"mean": 1.5, "ci_low": 1.5, "ci_high": 1.5}
 
 
-def test_results_doc_states_answer_controls_and_density(tiny_regimes, tmp_path):
-    runs, results = tiny_regimes
-    module = _results_module()
-    notes = tmp_path / "notes.md"
-    notes.write_text("## Discussion\n\nHand-written text.")
-    doc = tmp_path / "docs" / "RESULTS.md"
-    module.write_doc(results, runs, "python benchmarks/results.py", doc, notes)
-    text = doc.read_text()
-    pun = results["fixed-small"]["summary"]["pun"]["ood_delta_psnr"]
-    assert f"{pun['mean']:+.2f} [{pun['ci_low']:+.2f}, {pun['ci_high']:+.2f}]" in text
-    headings = ("## Answer", "## Discussion", "## PUN against its controls", "## PUN at other")
-    for heading in (*headings, "## Only the shifts harder than `id`", "## Seed by seed"):
-        assert heading in text, heading
-    assert "| fixed-small | 0.5 |" in text and "| fresh-small | 0.5 |" not in text
-    assert "against `pun-shuffled`" in text
-    assert "| fixed-small | 1 |" in text  # one row per seed
-    assert (doc.parent / "figures" / "results" / "regimes.png").is_file()
-
-
-def test_pun_minus_control_is_antisymmetric(tiny_regimes):
-    runs, results = tiny_regimes
-    module = _results_module()
-    seed = results["fixed-small"]["config"]["evaluate"]["test_seed"]
-    records = module._slices(runs["fixed-small"])
-    ab = module._pairwise(records, "pun", "random", seed)
-    ba = module._pairwise(records, "random", "pun", seed)
-    assert ab["id_delta_psnr"]["mean"] == pytest.approx(-ba["id_delta_psnr"]["mean"])
-    assert module._pairwise(records, "pun", "snip", seed) is None
+def test_psnr_by_network_splits_id_and_shifted_slices_per_seed():
+    records = [
+        _rec("dense#s0", "id", "a", 30.0),
+        _rec("dense#s0", "acc8", "a", 26.0),
+        _rec("dense#s0", "acc2", "a", 27.0),
+        _rec("dense#s1", "id", "a", 31.0),
+        _rec("zero-filled", "id", "a", 20.0),
+    ]
+    assert psnr_by_network(records) == {
+        ("dense", 0): {"id": [30.0], "ood": [26.0, 27.0]},
+        ("dense", 1): {"id": [31.0], "ood": []},
+        ("zero-filled", None): {"id": [20.0], "ood": []},
+    }
 
 
 def test_harder_suites_are_those_below_id_zero_filled():
-    module = _results_module()
     metrics = {
         "suites": {
             "id": {"zero-filled_psnr": 20.0},
             "acc8": {"zero-filled_psnr": 18.0},
             "acc2": {"zero-filled_psnr": 24.0},
+            "snr20": {"dense_psnr": 10.0},  # no zero-filled PSNR: not known to be harder
         }
     }
-    assert module.harder_suites(metrics) == {"acc8"}
+    assert harder_suites(metrics) == {"acc8"}
+    assert harder_suites({"suites": {"id": {"dense_psnr": 30.0}}}) == set()
 
 
 def test_max_val_drop():
-    module = _results_module()
     vals = [20.0, 22.0, 18.5, 21.0, 20.0]
     history = [{"step": 10, "loss": 1.0}] + [{"step": i, "val_psnr": v} for i, v in enumerate(vals)]
-    assert module.max_val_drop(history) == pytest.approx(3.5)
-    assert module.max_val_drop([{"step": 1, "val_psnr": 20.0}, {"step": 2, "val_psnr": 21.0}]) == 0
+    assert max_val_drop(history) == pytest.approx(3.5)
+    assert max_val_drop([{"step": 1, "val_psnr": 20.0}, {"step": 2, "val_psnr": 21.0}]) == 0
+    assert max_val_drop([]) == 0
 
 
-def test_batchnorm_section_pairs_the_two_runs(tiny_regimes, tmp_path):
-    runs, results = tiny_regimes
-    module = _results_module()
-    regime = "fresh-small"
-    extra = ["prune.density=0.3", "prune.pun.steps=4", "seeds=[0,1]", SUITES]
-    cfg = load_config(None, [*TINY, *module.NO_BATCHNORM, *extra])
-    nobn = tmp_path / f"{regime}-nobn"
-    run(cfg, nobn, progress=False)
-    text = "\n".join(module.batchnorm_section(results, runs, {regime: nobn}))
-    assert "| fresh-small | 0 |" in text and "| fresh-small | 1 |" in text
-    # dense-nobn - dense on id: the mean over slices and seeds of the per-slice differences
-    bn = {(r.method, r.slice_name): r.psnr for r in module._slices(runs[regime]) if r.suite == "id"}
-    diffs = [
-        r.psnr - bn[(r.method, r.slice_name)]
-        for r in module._slices(nobn)
-        if r.suite == "id" and r.method.startswith("dense#")
+def test_significance_reads_the_interval_not_the_mean():
+    assert significance({"mean": 0.1, "ci_low": 0.05, "ci_high": 0.2}) == 1
+    assert significance({"mean": -0.1, "ci_low": -0.2, "ci_high": -0.01}) == -1
+    assert significance({"mean": 2.0, "ci_low": -0.1, "ci_high": 4.0}) == 0
+    assert significance({"mean": float("nan"), "ci_low": float("nan"), "ci_high": 1.0}) == 0
+    assert significance(None) == 0
+
+
+def test_without_batchnorm_renames_the_ablation_networks_and_keeps_seeds():
+    records = [_rec("dense#s1", "id", "a", 1.0), _rec("zero-filled", "id", "a", 2.0)]
+    records += [_rec("pun", "id", "a", 3.0), _rec("snip#s0", "id", "a", 4.0)]
+    assert [r.method for r in without_batchnorm(records)] == ["dense-nobn#s1", "pun-nobn"]
+
+
+# -- the document from synthetic regimes ----------------------------------------------------------
+
+#: suite -> (description, dense PSNR of its first slice, zero-filled PSNR)
+SUITES = {
+    "id": ("in distribution", 30.0, 25.0),
+    "acc8": ("8x", 26.0, 20.0),
+    "acc2": ("2x", 32.0, 28.0),
+}
+SEEDS = (0, 1)
+CONFIG = {
+    "data": {"source": "phantom", "resolution_mm": 2.0, "view": "axial", "image_size": [24, 20]},
+    "physics": {"coils": 2, "mask_kind": "random", "acceleration": 4.0, "snr_db": 40.0},
+    "model": {"denoiser": "resnet", "channels": 4, "depth": 3, "unrolls": 2, "cg_iterations": 3},
+    "train": {"lr": 0.001, "batch_size": 2, "val_every": 3, "patience": 0, "steps": 6},
+    "seeds": [0, 1],
+    "prune": {"density": 0.3, "densities": [0.5]},
+    "evaluate": {"test_seed": 0},
+}
+
+
+def _dense(suite: str, i: int, seed: int) -> float:
+    """Dense PSNR of slice ``i`` of ``suite`` for ``seed`` (exact binary fractions)."""
+    return SUITES[suite][1] + i + 0.5 * seed
+
+
+def _records(offsets: dict) -> list[SliceRecord]:
+    """Four slices per suite: zero-filled (one network), and per seed dense plus each method of
+    ``offsets`` (name -> f(suite, i) = its PSNR minus dense's)."""
+    records = []
+    for suite, (_, _, zf) in SUITES.items():
+        for i in range(4):
+            records.append(_rec("zero-filled", suite, f"s{i}", zf))
+            for seed in SEEDS:
+                dense = _dense(suite, i, seed)
+                records.append(_rec(f"dense#s{seed}", suite, f"s{i}", dense))
+                for name, offset in offsets.items():
+                    psnr = dense + offset(suite, i)
+                    records.append(_rec(f"{name}#s{seed}", suite, f"s{i}", psnr))
+    return records
+
+
+def _metrics(records: list[SliceRecord], densities: dict[str, float]) -> dict:
+    """The metrics.json entries the document reads, from ``records``."""
+    folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
+    metrics = aggregate(folded)
+    methods = metrics["methods"]
+    metrics["summary"] = {}
+    for name in methods:
+        if name == "dense":
+            continue
+        line = paired_summary(records, name, "dense", seed=0)
+        metrics["summary"][name] = line
+        for suite in SUITES:
+            per_suite = paired_summary(records, name, "dense", seed=0, suites={suite})
+            key = "id_delta_psnr" if suite == "id" else "ood_delta_psnr"
+            methods[name]["suites"][suite]["delta_psnr"] = per_suite[key]
+    for name, density in densities.items():
+        methods[name]["density"] = density
+    dense = methods["dense"]["suites"]
+    metrics["suites"] = {
+        s: {"description": d, "zero-filled_psnr": zf, "dense_psnr": dense[s]["psnr"]}
+        for s, (d, _, zf) in SUITES.items()
+    }
+    metrics["config"] = CONFIG
+    return metrics
+
+
+def _alternating(suite: str, i: int) -> float:
+    return 0.5 if i % 2 == 0 else -0.5
+
+
+def _write_history(run_dir: Path, method: str, seed: int, vals: list[float]) -> None:
+    done = run_dir / "models" / method / f"seed{seed}" / "train" / "done.json"
+    done.parent.mkdir(parents=True)
+    history = [{"step": 3 * (k + 1), "val_psnr": v} for k, v in enumerate(vals)]
+    done.write_text(json.dumps({"history": history}))
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """Two regimes and a run without BatchNorm with exactly known differences:
+
+    fixed-small: pun = dense + 1.5 everywhere; pun-shuffled = dense + 1 (id), + 2 (shifts);
+    random = dense + 1.5 +- 0.5 (alternating slices); pun@0.5 = dense + 1.
+    fresh-small: pun = dense +- 0.5 (alternating); pun-shuffled, random as above.
+    fixed-small-nobn: dense - 1, pun and random dense + 0.5.
+    """
+    shuffled = {"pun-shuffled": lambda s, i: 1.0 if s == "id" else 2.0}
+    random = {"random": lambda s, i: 1.5 + _alternating(s, i)}
+    fixed = _records({"pun": lambda s, i: 1.5, **shuffled, **random, "pun@0.5": lambda s, i: 1.0})
+    fresh = _records({"pun": _alternating, **shuffled, **random})
+    nobn = _records({"pun": lambda s, i: 0.5, "random": lambda s, i: 0.5})
+    nobn = [
+        dataclasses.replace(r, psnr=r.psnr - 1.0) if r.method.startswith("dense") else r
+        for r in nobn
     ]
-    row = [line for line in text.splitlines() if line.startswith(f"| {regime} |")][-1]
-    doc = tmp_path / "RESULTS.md"
-    module.write_doc(results, runs, "python benchmarks/results.py", doc, ablation={regime: nobn})
-    assert "- **fresh-small without BatchNorm**: PUN is" in doc.read_text()
-    assert row.split("|")[2].strip().startswith(f"{sum(diffs) / len(diffs):+.2f} [")
+    densities = {"pun": 0.3, "pun@0.5": 0.5}
+    regimes = {
+        "fixed-small": RegimeRun(tmp_path / "runs/fixed-small", _metrics(fixed, densities), fixed),
+        "fresh-small": RegimeRun(tmp_path / "runs/fresh-small", _metrics(fresh, {}), fresh),
+    }
+    ablation = {"fixed-small": RegimeRun(tmp_path / "runs/nobn", _metrics(nobn, {}), nobn)}
+    main, off = regimes["fixed-small"].run_dir, ablation["fixed-small"].run_dir
+    for seed in SEEDS:
+        _write_history(main, "dense", seed, [20.0, 22.0, 18.5, 21.0] if seed == 0 else [20.0])
+        _write_history(main, "pun", seed, [20.0, 21.0])
+        for method in ("dense", "pun", "random"):
+            _write_history(off, method, seed, [20.0, 19.0] if method == "random" else [20.0])
+    (main / "figures").mkdir()
+    Image.new("RGB", (8, 8)).save(main / "figures" / "training.png")
+    return regimes, ablation
+
+
+EXACT = "+1.50 [+1.50, +1.50]"
+
+
+def _row(lines: list[str], start: str) -> str:
+    (row,) = [line for line in lines if line.startswith(start)]
+    return row
+
+
+def test_tables_show_the_known_differences(synthetic):
+    regimes, ablation = synthetic
+    assert _row(seed_table(regimes), "| fixed-small | 0 |") == (
+        "| fixed-small | 0 | 31.50 / 30.50 | 33.00 / 32.00 | 32.50 / 32.50 | 33.00 / 32.00 |"
+    )
+    assert _row(seed_table(regimes), "| fixed-small | 1 |").startswith(
+        "| fixed-small | 1 | 32.00 / 31.00 | 33.50 / 32.50 |"
+    )
+    hard = _row(hard_shift_table(regimes), "| fixed-small |")
+    assert hard.startswith(f"| fixed-small | acc8 | {EXACT} | +2.00 [+2.00, +2.00] | +1.50 [")
+    control = _row(control_table(pun_contrasts(regimes)), "| fixed-small |")
+    assert control.startswith("| fixed-small | +0.50 [+0.50, +0.50] / -0.50 [-0.50, -0.50] | +0.00")
+    quality = _row(quality_table(regimes), "| fixed-small |")
+    assert quality == "| fixed-small | 25.00 | - | 31.75 | 24.00 | - | 30.75 |"
+    density = density_table(regimes)
+    assert density[2:] == [
+        f"| fixed-small | 0.3 | 33.25 | {EXACT} | {EXACT} |",
+        "| fixed-small | 0.5 | 32.75 | +1.00 [+1.00, +1.00] | +1.00 [+1.00, +1.00] |",
+    ]
+    assert density_table({"fresh-small": regimes["fresh-small"]}) == []
+    methods = [row.split(" | ")[0].strip("| ") for row in regime_map(regimes)[2:]]
+    assert methods[-1] == "zero-filled" and methods[0] == "pun"
+    assert _row(suite_table(regimes["fixed-small"]), "| acc8 |").startswith(
+        f"| acc8 | 8x | 20.00 | 27.75 | {EXACT} | +2.00 [+2.00, +2.00] |"
+    )
+
+
+def test_batchnorm_tables_pair_the_two_runs(synthetic):
+    regimes, ablation = synthetic
+    per_seed, differences = batchnorm_tables(regimes, ablation)
+    assert per_seed[0] == (
+        "| regime | seed | dense | dense, no BN | pun | pun, no BN | random, no BN |"
+    )
+    assert _row(per_seed, "| fixed-small | 0 |") == (
+        "| fixed-small | 0 | 31.50 / 30.50 (3.5) | 30.50 / 29.50 (0.0) | 33.00 / 32.00 (0.0) | "
+        "32.00 / 31.00 (0.0) | 32.00 / 31.00 (1.0) |"
+    )
+    zero = "+0.00 [+0.00, +0.00]"
+    assert _row(differences, "| fixed-small |") == (
+        "| fixed-small | -1.00 [-1.00, -1.00] / -1.00 [-1.00, -1.00] | "
+        f"{EXACT} / {EXACT} | {EXACT} / {EXACT} | {zero} / {zero} |"
+    )
+
+
+def test_document_states_the_answer_and_orders_its_sections(synthetic, tmp_path):
+    regimes, ablation = synthetic
+    text = results_document(
+        regimes, "python benchmarks/results.py --x", "## Discussion\n\nBy hand.\n\n", ablation,
+        root=tmp_path,
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert lines[2] == (
+        "Generated by `python benchmarks/results.py --x` from the run directories "
+        "`runs/fixed-small`, `runs/fresh-small`."
+    )
+    assert "seeds [0, 1]; pruning at density 0.3 (PUN also at [0.5] in fixed-small)." in text
+    assert (
+        f"- **fixed-small**: PUN is better than dense in distribution ({EXACT} dB) and better "
+        f"than dense out of distribution ({EXACT} dB); against `pun-shuffled` it is "
+        "+0.50 [+0.50, +0.50] dB ID and -0.50 [-0.50, -0.50] dB OOD; against `random` it is +0.00"
+    ) in text
+    assert "- **fresh-small**: PUN is not distinguishable from dense in distribution" in text
+    zero = "+0.00 [+0.00, +0.00]"
+    assert (
+        f"- **fixed-small without BatchNorm**: PUN is better than dense in distribution ({EXACT} "
+        f"dB) and better than dense out of distribution ({EXACT} dB); against `random` it is "
+        f"{zero} dB ID and {zero} dB OOD."
+    ) in lines
+    order = [
+        "## Answer",
+        "## Discussion",
+        "## Regime map: difference to dense",
+        "## Only the shifts harder than `id`",
+        "## Seed by seed",
+        "## PUN against its controls",
+        "## How good the reference is",
+        "## PUN at other densities",
+        "## Dense training without batch normalisation",
+        "## Regime `fixed-small`",
+        "## Regime `fresh-small`",
+    ]
+    assert [line for line in lines if line.startswith("## ")] == order
+    assert "run directories `runs/nobn`" in text
+    assert "![fixed-small training.png](figures/results/fixed-small_training.png)" in lines
+    assert "delta_psnr.png" not in text  # no run has it
+    assert text.endswith("\n")
+
+
+def test_document_without_ablation_or_discussion(synthetic):
+    regimes, _ = synthetic
+    text = results_document({"fresh-small": regimes["fresh-small"]}, "cmd")
+    assert "## Discussion" not in text and "without BatchNorm" not in text
+    assert "## PUN at other densities" not in text and "(PUN also at [0.5] in none)" in text
+    assert f"`{regimes['fresh-small'].run_dir}`" in text  # absolute without a root
+    with pytest.raises(ValueError, match="at least one"):
+        results_document({}, "cmd")
+
+
+def test_write_results_doc_writes_figures_next_to_the_document(synthetic, tmp_path):
+    regimes, ablation = synthetic
+    doc = write_results_doc(regimes, tmp_path / "docs" / "RESULTS.md", "cmd", ablation=ablation)
+    figures = doc.parent / "figures" / "results"
+    assert sorted(p.name for p in figures.iterdir()) == ["fixed-small_training.png", "regimes.png"]
+    assert doc.read_text() == results_document(regimes, "cmd", ablation=ablation)
+
+
+def test_regime_run_load_reads_metrics_and_slices(tmp_path):
+    records = [_rec("dense#s0", "id", "a", 30.0), _rec("pun#s0", "id", "a", 31.5)]
+    write_slice_csv(records, tmp_path / "eval" / "slices.csv")
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": CONFIG, "methods": {}}))
+    loaded = RegimeRun.load(tmp_path)
+    assert loaded.records == records and loaded.test_seed == 0 and loaded.summary == {}
+    assert RegimeRun.load(tmp_path, {"summary": {"pun": 1}}).summary == {"pun": 1}
+    with pytest.raises(InputError, match="did not finish"):
+        loaded.history("dense", 0)
+
+
+# -- one document from real runs ------------------------------------------------------------------
+
+
+def test_document_from_real_runs(tmp_path):
+    suites = "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]"
+    common = [*TINY, "prune.density=0.3", "prune.pun.steps=4", "seeds=[0,1]", suites]
+    main = ["methods=[dense,pun,random]", "prune.check_batches=1", "prune.check_shuffles=1"]
+    main += ["evaluate.baselines=[zero-filled]"]
+    runs = {"fresh-small": tmp_path / "fresh-small", "nobn": tmp_path / "fresh-small-nobn"}
+    metrics = run(load_config(None, [*common, *main]), runs["fresh-small"], progress=False)
+    run(load_config(None, [*common, *NO_BATCHNORM]), runs["nobn"], progress=False)
+    regimes = {"fresh-small": RegimeRun.load(runs["fresh-small"], metrics)}
+    ablation = {"fresh-small": RegimeRun.load(runs["nobn"])}
+    doc = write_results_doc(regimes, tmp_path / "RESULTS.md", "cmd", ablation=ablation)
+    text = doc.read_text()
+    pun = metrics["summary"]["pun"]["ood_delta_psnr"]
+    assert f"{pun['mean']:+.2f} [{pun['ci_low']:+.2f}, {pun['ci_high']:+.2f}]" in text
+    assert "| fresh-small | 1 |" in text  # a row per seed
+    assert "- **fresh-small without BatchNorm**: PUN is" in text
+    assert "![fresh-small training.png](figures/results/fresh-small_training.png)" in text
+    assert (tmp_path / "figures" / "results" / "fresh-small_training.png").is_file()

@@ -9,6 +9,7 @@ directory (``config.yaml``) so a run can always be reproduced and re-evaluated.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from typing import Any, Literal
 import yaml
 
 from .errors import InputError
-from .pruning.pun import PunSearchConfig
 
 
 def _f(default: Any, help: str) -> Any:
@@ -107,7 +107,9 @@ class ModelConfig:
     lam: float = _f(0.05, "initial data-consistency weight lambda (> 0)")
     learn_lam: bool = _f(True, "learn lambda (kept positive)")
     shared: bool = _f(True, "one denoiser shared by all unrolls (else one per unroll)")
-    batchnorm: bool = _f(True, "resnet: BatchNorm before each ReLU, as in MoDL (false: none)")
+    batchnorm: bool = _f(
+        True, "resnet: BatchNorm before each ReLU, as in MoDL (false: none); unet/didn have none"
+    )
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal"] = _f(
         "kaiming_normal", "weight initialisation scheme (seeded)"
     )
@@ -117,12 +119,6 @@ class ModelConfig:
             value = getattr(self, name)
             _require(value >= 1, f"model.{name}", "an integer >= 1", value)
         _require(self.lam > 0, "model.lam", "a weight > 0", self.lam)
-        _require(
-            self.batchnorm or self.denoiser == "resnet",
-            "model.batchnorm",
-            "true unless model.denoiser is resnet (only the ResNet denoiser has BatchNorm)",
-            self.batchnorm,
-        )
 
 
 @dataclass(frozen=True)
@@ -142,12 +138,15 @@ class TrainConfig:
     augment: bool = _f(True, "random flips, small rotations and intensity scaling")
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     threads: int = _f(0, "torch CPU threads; 0 = torch default")
+    workers: int = _f(
+        0, "DataLoader worker processes preparing training batches ahead; 0 = in the loop"
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "val_every"):
             value = getattr(self, name)
             _require(value >= 1, f"train.{name}", "an integer >= 1", value)
-        for name in ("warmup_steps", "patience", "threads"):
+        for name in ("warmup_steps", "patience", "threads", "workers"):
             value = getattr(self, name)
             _require(value >= 0, f"train.{name}", "an integer >= 0", value)
         _require(self.lr > 0, "train.lr", "a learning rate > 0", self.lr)
@@ -183,6 +182,102 @@ class EvalConfig:
     suites: tuple[SuiteConfig, ...] = _f(
         (SuiteConfig(),), "test suites; the first must be 'id' (see configs/ for shift suites)"
     )
+
+    def __post_init__(self) -> None:
+        _require(
+            self.cg_tol >= 0, "evaluate.cg_tol", "a tolerance >= 0 (0: fixed count)", self.cg_tol
+        )
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class PunSearchConfig:
+    """Every knob of :func:`pun_search`; ``PunSearchConfig.help()`` gives one-line help texts."""
+
+    # Defaults tuned on the demo MoDL (benchmarks/pun_search.py, docs/BENCHMARKS.md): with them
+    # the hardened mask gives the untrained network a loss ~5 std below layer-shuffled controls
+    # and the expected density ends within ~15% of the target.
+    steps: int = field(default=300, metadata=_help("number of Adam steps on the logits"))
+    lr: float = field(default=5e-2, metadata=_help("Adam learning rate of the logits"))
+    tau0: float = field(default=1.0, metadata=_help("concrete temperature at the first step"))
+    tau1: float = field(default=0.2, metadata=_help("concrete temperature at the last step"))
+    beta: float = field(default=1.0, metadata=_help("weight of the KL prior term"))
+    beta_warmup: int = field(
+        default=0, metadata=_help("steps over which beta ramps linearly from 0 (0 = constant)")
+    )
+    kl_reduction: Literal["mean", "sum"] = field(
+        default="mean", metadata=_help("reduce the per-entry KL by 'mean' or 'sum' (paper)")
+    )
+    init_prob: float | None = field(
+        default=None, metadata=_help("initial keep probability; None = the prior p0")
+    )
+    init_noise: float = field(
+        default=1e-3, metadata=_help("std of Gaussian noise added to the initial logits")
+    )
+    log_every: int = field(default=50, metadata=_help("log diagnostics every N steps (and last)"))
+    eval_batches: int = field(
+        default=0, metadata=_help("batches to evaluate the hard top-s mask on per log (0 = off)")
+    )
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, minimum: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise InputError(
+                    f"PunSearchConfig.{name} must be an int >= {minimum}, got {value!r}"
+                )
+
+        def positive(name: str, value: Any, allow_zero: bool = False) -> None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+            if not ok:
+                bound = ">= 0" if allow_zero else "> 0"
+                raise InputError(
+                    f"PunSearchConfig.{name} must be a finite number {bound}, got {value!r}"
+                )
+
+        positive_int("steps", self.steps, 1)
+        positive_int("beta_warmup", self.beta_warmup, 0)
+        positive_int("log_every", self.log_every, 1)
+        positive_int("eval_batches", self.eval_batches, 0)
+        positive("lr", self.lr)
+        positive("tau0", self.tau0)
+        positive("tau1", self.tau1)
+        positive("beta", self.beta, allow_zero=True)
+        positive("init_noise", self.init_noise, allow_zero=True)
+        if self.kl_reduction not in ("mean", "sum"):
+            raise InputError(
+                f"PunSearchConfig.kl_reduction must be 'mean' or 'sum', got {self.kl_reduction!r}"
+            )
+        if self.init_prob is not None and not (
+            isinstance(self.init_prob, (int, float)) and 0.0 < self.init_prob < 1.0
+        ):
+            raise InputError(
+                f"PunSearchConfig.init_prob must be in (0, 1) or None, got {self.init_prob!r}"
+            )
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """``{field: one-line help}``."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all fields."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def tau_at(self, step: int) -> float:
+        """Temperature at ``step`` (0-based): exponential from ``tau0`` to ``tau1``."""
+        frac = step / (self.steps - 1) if self.steps > 1 else 1.0
+        return self.tau0 * (self.tau1 / self.tau0) ** frac
+
+    def beta_at(self, step: int) -> float:
+        """KL weight at ``step`` (0-based), with the linear warm-up."""
+        if self.beta_warmup == 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / self.beta_warmup)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,11 @@ def atomic_write(path: str | Path, write: Any, mode: str) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically; a file that already holds ``text`` is left untouched
+    (so rewriting an unchanged output changes no file, not even its modification time)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
+        return
     atomic_write(path, lambda fh: fh.write(text), "w")
 
 

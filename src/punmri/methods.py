@@ -49,8 +49,10 @@ from .pruning import (
     magnitude_prune_step,
     prunable_targets,
     register_optimizer_hook,
+    resample_,
+    set_temperature_,
+    weight_parameters,
 )
-from .pruning.pun_wt import resample_, set_temperature_, weight_parameters
 from .specs import ModelSpec, RunData
 from .train import TrainHooks, TrainResult, get_loss, load_weights, train
 
@@ -103,7 +105,9 @@ class MethodContext:
     def stream(self, seed: int) -> TrainingStream:
         """The deterministic training stream of ``seed``."""
         s = self.data.splits["train"]
-        return TrainingStream(s.images, s.names, self.cfg.physics, seed, self.cfg.train.augment)
+        return TrainingStream.simulated(
+            s.images, s.names, self.cfg.physics, seed, self.cfg.train.augment
+        )
 
     def batches(
         self, seed: int, n: int, offset: int, batch_size: int | None = None
@@ -448,7 +452,12 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         mask_cost = _train_costs(trained.result, "mask")
         current_model = trained.model
     else:
-        rewind_state = {}
+        if p.imp_rewind_step > round_steps:
+            raise InputError(
+                f"prune.imp_rewind_step={p.imp_rewind_step} is past the {round_steps} training "
+                "steps of an IMP round: set it to at most prune.imp_round_steps (or train.steps "
+                "when that is 0), or to 0 to rewind to initialisation"
+            )
 
         def keep_rewind(step: int) -> None:
             if step + 1 == p.imp_rewind_step and not rewind_path.is_file():
@@ -460,11 +469,17 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         )
         mask_cost = _train_costs(r0, "mask")
         current_model = _load_best(model0, directory / "round0")
-        rewind_state = (
-            torch.load(rewind_path)
-            if rewind_path.is_file()
-            else (build_model(ctx.cfg.model, spec.seed).state_dict())
-        )
+        if p.imp_rewind_step == 0:  # rewind to the initial weights
+            rewind_state = build_model(ctx.cfg.model, spec.seed).state_dict()
+        elif rewind_path.is_file():
+            rewind_state = torch.load(rewind_path)
+        else:
+            raise InputError(
+                f"IMP rewind checkpoint {rewind_path} is missing (the weights after step "
+                f"{p.imp_rewind_step} of round 0, saved while round 0 trains); round 0 cannot be "
+                f"rewound without it. Delete the IMP model directory {directory} and rerun with "
+                "the same config to train round 0 again and write it"
+            )
     masks: Masks | None = None
     schedule = imp_density_schedule(spec.density, p.imp_rounds)
     for r, density in enumerate(schedule, start=1):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import __version__
 from .config import RunConfig, load_config, save_config, to_dict
 from .data.anatomy import training_splits
 from .data.batches import collate
@@ -41,9 +42,12 @@ from .models import build_model
 from .pruning import Masks, apply
 from .report import write_report
 from .specs import ModelSpec, RunData, TrainedModel
+from .stages import fingerprint, mark_stage_done, source_stamp, stage_is_current
 from .train import TrainResult, load_weights, resolve_device
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+#: Marker of a finished evaluation stage (the fingerprint of its inputs), written last.
+EVALUATION_MARKER = "eval/done.json"
 
 
 def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) -> Path:
@@ -67,7 +71,7 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) ->
         # Through load_config, so that settings added to punmri since (with their defaults)
         # do not count as a difference.
         previous = to_dict(load_config(saved))
-        if _training_settings(previous) != _training_settings(to_dict(cfg)):
+        if _without(previous, _SELECTION_KEYS) != _without(to_dict(cfg), _SELECTION_KEYS):
             raise InputError(
                 f"run directory {out} holds a run with a different config; resume it with the "
                 "same config (methods, seeds, extra densities and evaluation may change), choose "
@@ -89,14 +93,24 @@ _SELECTION_KEYS = (
     ("prune", "sweep_methods"),
     ("train", "device"),
     ("train", "threads"),
+    ("train", "workers"),
     ("evaluate",),
 )
 
 
-def _training_settings(config: dict) -> dict:
-    """``config`` without the selection entries: what every trained network depends on."""
+#: Config entries that do not change what evaluation computes (name, where it runs).
+_EVALUATION_IRRELEVANT_KEYS = (
+    ("name",),
+    ("train", "device"),
+    ("train", "threads"),
+    ("train", "workers"),
+)
+
+
+def _without(config: dict, keys: Sequence[tuple[str, ...]]) -> dict:
+    """A copy of the config dict ``config`` without the entries at the key paths ``keys``."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for path in _SELECTION_KEYS:
+    for path in keys:
         node = out
         for key in path[:-1]:
             node = node.get(key, {})
@@ -209,8 +223,40 @@ def _recons(
         recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
     for tm in trained:
         key = seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)
-        recons[key] = model_recon(tm.model, device)
+        recons[key] = model_recon(tm.model, device, cg_tol=cfg.evaluate.cg_tol)
     return recons
+
+
+def evaluation_fingerprint(
+    cfg: RunConfig, models_dir: Path, specs: Sequence[ModelSpec], sources: Sequence[str] = ()
+) -> str | None:
+    """Digest of everything evaluation depends on: the config (less name, device and threads),
+    every network's weights, mask, training record and costs (from ``models_dir``), and the
+    test sources outside the run (size and modification time); ``None`` while a network is
+    unfinished."""
+    files: list[Path] = []
+    for spec in specs:
+        directory = spec.directory(models_dir)
+        if not (directory / "costs.json").is_file():
+            return None
+        files += [directory / "costs.json", directory / "train" / "done.json"]
+        files += [directory / "train" / "best.pt"]
+        files += [directory / "mask.pt"] if (directory / "mask.pt").is_file() else []
+    settings = {
+        "config": _without(to_dict(cfg), _EVALUATION_IRRELEVANT_KEYS),
+        "sources": [source_stamp(p) for p in [*cfg.data.paths, *sources]],
+        "models": [f"{spec.name}#s{spec.seed}" for spec in specs],
+        "punmri": __version__,
+    }
+    return fingerprint(settings, files)
+
+
+def finished_evaluation(out_dir: Path, digest: str | None) -> dict | None:
+    """The metrics of ``out_dir`` when its evaluation stage is current for ``digest``, else None."""
+    outputs = [out_dir / "metrics.json", out_dir / "eval" / "slices.csv", out_dir / "report.md"]
+    if digest is None or not stage_is_current(out_dir / EVALUATION_MARKER, digest, outputs):
+        return None
+    return json.loads((out_dir / "metrics.json").read_text())
 
 
 def evaluate_and_report(
@@ -220,21 +266,44 @@ def evaluate_and_report(
     trained: Sequence[TrainedModel],
     progress: bool = True,
     started: float | None = None,
+    digest: str | None = None,
 ) -> dict:
     """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
-    report into ``out_dir``; return the metrics (``wall_s`` counts from ``started``, a
-    ``time.perf_counter()`` value, when given)."""
+    report into ``out_dir``; return the metrics.
+
+    With ``digest`` (:func:`evaluation_fingerprint`) the stage is skipped when ``out_dir`` holds
+    an evaluation of the same inputs, and marked done after writing. ``wall_s`` in metrics.json
+    adds the seconds since ``started`` (a ``time.perf_counter()`` value) to those recorded by
+    earlier calls: a recorded cost is never replaced by a later call's.
+    """
+    done = finished_evaluation(out_dir, digest)
+    if done is not None:
+        return done
     recons = _recons(cfg, out_dir, data, trained)
     records, images = evaluate_methods(
         recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
     )
     write_slice_csv(records, out_dir / "eval" / "slices.csv")
     metrics = summarize(records, trained, cfg, data.suites)
+    previous = _recorded_wall_s(out_dir)
     if started is not None:
-        metrics["wall_s"] = time.perf_counter() - started
+        metrics["wall_s"] = (previous or 0.0) + time.perf_counter() - started
+    elif previous is not None:
+        metrics["wall_s"] = previous
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_report(out_dir, cfg, metrics, data, images, trained)
+    if digest is not None:
+        mark_stage_done(out_dir / EVALUATION_MARKER, digest)
     return metrics
+
+
+def _recorded_wall_s(out_dir: Path) -> float | None:
+    """``wall_s`` of the metrics.json already in ``out_dir`` (None when there is none)."""
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("wall_s")
+    return None if value is None else float(value)
 
 
 def run(
@@ -244,17 +313,24 @@ def run(
     progress: bool = True,
     train_only: bool = False,
 ) -> dict:
-    """Run the whole job into ``out`` and return the aggregate metrics (resumable)."""
+    """Run the whole job into ``out`` and return the aggregate metrics (resumable: a run whose
+    networks are trained and whose evaluation is current returns its metrics at once and writes
+    nothing)."""
     t0 = time.perf_counter()
-    model_specs(cfg)  # unknown methods fail before anything is written
+    specs = model_specs(cfg)  # unknown methods fail before anything is written
     if cfg.train.threads > 0:  # mask searches and evaluation too, not only training
         torch.set_num_threads(cfg.train.threads)
     run_dir = prepare_run_dir(cfg, out, overwrite)
+    if not train_only:
+        done = finished_evaluation(run_dir, evaluation_fingerprint(cfg, run_dir, specs))
+        if done is not None:
+            return done
     data = load_run_data(cfg)
     trained = train_all(cfg, run_dir, data, progress)
     if train_only:
         return {"trained": [asdict(t.spec) for t in trained]}
-    return evaluate_and_report(cfg, run_dir, data, trained, progress, started=t0)
+    digest = evaluation_fingerprint(cfg, run_dir, specs)
+    return evaluate_and_report(cfg, run_dir, data, trained, progress, started=t0, digest=digest)
 
 
 def report_run(run_dir: str | Path, progress: bool = True) -> dict:
@@ -271,10 +347,10 @@ def report_run(run_dir: str | Path, progress: bool = True) -> dict:
     heads = [dataclasses.replace(s, samples=s.samples[:k]) for s in data.suites]
     _, images = evaluate_methods(_recons(cfg, run_dir, data, trained), heads, progress, k)
     metrics = summarize(read_slice_csv(csv), trained, cfg, data.suites)
-    previous = run_dir / "metrics.json"
-    if previous.is_file():
-        metrics["wall_s"] = json.loads(previous.read_text()).get("wall_s")
-    write_json_atomic(previous, metrics)
+    recorded = _recorded_wall_s(run_dir)
+    if recorded is not None:
+        metrics["wall_s"] = recorded
+    write_json_atomic(run_dir / "metrics.json", metrics)
     write_report(run_dir, cfg, metrics, data, images, trained)
     return metrics
 
@@ -299,10 +375,16 @@ def evaluate_run(
             f"eval overrides may not change the trained {changed[0]} section; change physics, "
             "data or evaluate settings only"
         )
+    t0 = time.perf_counter()
     out_dir = prepare_run_dir(cfg, out, overwrite)
+    specs = model_specs(train_cfg)
+    digest = evaluation_fingerprint(cfg, run_dir, specs, sources)
+    done = finished_evaluation(out_dir, digest)
+    if done is not None:
+        return done
     data = load_run_data(cfg, sources)
-    trained = [load_trained(train_cfg, spec, run_dir) for spec in model_specs(train_cfg)]
-    return evaluate_and_report(cfg, out_dir, data, trained, progress)
+    trained = [load_trained(train_cfg, spec, run_dir) for spec in specs]
+    return evaluate_and_report(cfg, out_dir, data, trained, progress, started=t0, digest=digest)
 
 
 def summarize(

@@ -3,19 +3,22 @@
 The training stream is a pure function of ``(seed, step)``: the slice order is a fresh permutation
 per epoch and every sample's physics and augmentation come from generators seeded with
 ``(seed, slice, epoch)``. Resuming at step ``s`` therefore reproduces exactly the batches an
-uninterrupted run would have seen, with no data-loader state to save.
+uninterrupted run would have seen, with no data-loader state to save, and DataLoader workers
+(``train.workers``) prepare the same batches ahead of the training loop.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..config import PhysicsConfig
+from ..errors import InputError
 from ..physics import SenseOperator
 from .simulate import Sample, augment_image, simulate
 
@@ -84,11 +87,23 @@ def batches(samples: Sequence[Sample], batch_size: int) -> list[Batch]:
     return [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
-class TrainingStream:
-    """Deterministic stream of training batches from magnitude images ``(N, H, W)``.
+class SliceSource(Protocol):
+    """Training slices that can be drawn as samples: ``sample(index, epoch)`` is a pure function
+    of its arguments (so any worker or process draws the same sample)."""
+
+    names: list[str]
+
+    def __len__(self) -> int: ...
+
+    def sample(self, index: int, epoch: int) -> Sample: ...
+
+
+class SimulatedSlices:
+    """Magnitude images ``(N, H, W)`` simulated into samples on demand.
 
     Args:
         images: training slices, float32 in [0, 1].
+        names: one name per slice.
         physics: simulation settings; ``physics.fresh`` False draws mask, phase, coils and noise
             once per slice (the same at every epoch), True redraws them for every sample.
         seed: run seed.
@@ -109,6 +124,9 @@ class TrainingStream:
         self.seed = seed
         self.augment = augment
 
+    def __len__(self) -> int:
+        return len(self.images)
+
     def sample(self, index: int, epoch: int) -> Sample:
         """Training sample of slice ``index`` at ``epoch``."""
         image = self.images[index]
@@ -118,9 +136,43 @@ class TrainingStream:
         rng = np.random.default_rng([self.seed, 2, index, draw])
         return simulate(image, self.physics, rng, name=self.names[index])
 
+
+class TrainingStream:
+    """Deterministic stream of training batches: the batch of a step is a pure function of
+    ``(seed, step, batch_size)`` (slices in a seeded permutation per epoch), so a resumed run and
+    any number of DataLoader workers see the same batches.
+
+    Args:
+        source: the training slices (:class:`SimulatedSlices`, or a dataset of measured k-space
+            with a ``sample(index, epoch)`` method).
+        seed: run seed (orders the slices of each epoch).
+    """
+
+    def __init__(self, source: SliceSource, seed: int) -> None:
+        if len(source) == 0:
+            raise InputError("the training set is empty: no slices to train on")
+        self.source = source
+        self.seed = seed
+
+    @classmethod
+    def simulated(
+        cls,
+        images: np.ndarray,
+        names: Sequence[str],
+        physics: PhysicsConfig,
+        seed: int,
+        augment: bool,
+    ) -> TrainingStream:
+        """The stream of :class:`SimulatedSlices` of ``images`` (arguments as there)."""
+        return cls(SimulatedSlices(images, names, physics, seed, augment), seed)
+
+    def sample(self, index: int, epoch: int) -> Sample:
+        """Training sample of slice ``index`` at ``epoch``."""
+        return self.source.sample(index, epoch)
+
     def batch(self, step: int, batch_size: int) -> Batch:
         """The batch of optimizer step ``step`` (0-based)."""
-        n = len(self.images)
+        n = len(self.source)
         orders: dict[int, np.ndarray] = {}  # one permutation per epoch touched by this batch
         samples = []
         for pos in range(step * batch_size, (step + 1) * batch_size):
@@ -129,3 +181,42 @@ class TrainingStream:
                 orders[epoch] = np.random.default_rng([self.seed, 3, epoch]).permutation(n)
             samples.append(self.sample(int(orders[epoch][offset]), epoch))
         return collate(samples)
+
+    def loader(self, start: int, stop: int, batch_size: int, workers: int = 0) -> Iterator[Batch]:
+        """The batches of steps ``start .. stop - 1`` in order; with ``workers > 0`` they are
+        prepared ahead in that many DataLoader worker processes (same batches either way)."""
+        if workers <= 0:
+            return (self.batch(step, batch_size) for step in range(start, stop))
+        steps = _StepBatches(self, start, stop, batch_size)
+        return iter(
+            torch.utils.data.DataLoader(
+                steps,
+                batch_size=None,
+                num_workers=workers,
+                collate_fn=_as_is,
+                worker_init_fn=_one_thread,
+                persistent_workers=False,
+            )
+        )
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``i``: the batch of step ``start + i`` of a stream."""
+
+    def __init__(self, stream: TrainingStream, start: int, stop: int, batch_size: int) -> None:
+        self.stream, self.start, self.stop, self.batch_size = stream, start, stop, batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.stream.batch(self.start + i, self.batch_size)
+
+
+def _as_is(batch: Batch) -> Batch:
+    return batch
+
+
+def _one_thread(worker_id: int) -> None:
+    """Workers simulate with numpy; one torch thread each keeps them off the trainer's cores."""
+    torch.set_num_threads(1)

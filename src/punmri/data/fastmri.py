@@ -22,6 +22,7 @@ import numpy as np
 
 from punmri.data.volumes import fit_to_shape
 from punmri.errors import InputError
+from punmri.physics.fft import ifft2c_numpy, rss_numpy
 
 DEFAULT_CROP: tuple[int, int] = (320, 320)
 """Target size (h, w) used when the file has no ISMRMRD header."""
@@ -53,27 +54,6 @@ class FastMRISlice:
     mask: np.ndarray | None = None
 
 
-def ifft2c(kspace: np.ndarray) -> np.ndarray:
-    """Centered orthonormal inverse 2D FFT over the last two axes.
-
-    Args:
-        kspace: (..., H, W) complex array with the k-space center at index (H // 2, W // 2).
-
-    Returns:
-        (..., H, W) complex image (same precision as the input) with the image center at
-        (H // 2, W // 2).
-    """
-    shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
-    image = np.fft.ifft2(shifted, axes=(-2, -1), norm="ortho")
-    out = np.fft.fftshift(image, axes=(-2, -1))
-    return out.astype(np.result_type(kspace.dtype, np.complex64), copy=False)
-
-
-def rss(images: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Root-sum-of-squares of complex coil images along ``axis``; returns a float32 magnitude."""
-    return np.sqrt(np.sum(np.abs(images) ** 2, axis=axis)).astype(np.float32)
-
-
 def rss_target(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     """fastMRI target of one slice: center crop of the RSS of ``ifft2c(kspace)``.
 
@@ -85,7 +65,7 @@ def rss_target(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     Returns:
         (min(h, H), min(w, W)) float32 image.
     """
-    image = rss(ifft2c(kspace), axis=0)
+    image = rss_numpy(ifft2c_numpy(kspace), axis=0).astype(np.float32, copy=False)
     size = (min(crop[0], image.shape[0]), min(crop[1], image.shape[1]))
     return fit_to_shape(image, size)
 

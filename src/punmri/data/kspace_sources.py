@@ -35,17 +35,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from punmri.config import RunConfig
 from punmri.data.anatomy import evenly_spaced
 from punmri.data.batches import suite_seed
-from punmri.data.fastmri import FastMRISlice, ifft2c, read_fastmri
+from punmri.data.fastmri import FastMRISlice, read_fastmri
 from punmri.data.simulate import Sample
 from punmri.data.volumes import fit_to_shape
 from punmri.errors import InputError
-from punmri.physics import espirit_maps, fft2c, sampling_mask
+from punmri.physics import espirit_maps, fft2c_numpy, ifft2c_numpy, sampling_mask
 
 KSPACE_SUFFIXES: tuple[str, ...] = (".h5",)
 """File-name suffixes (lower case) recognised as fastMRI k-space files."""
@@ -124,10 +123,10 @@ def slice_sample(slice_: FastMRISlice, cfg: RunConfig, mask_seed: int) -> Sample
         ``name`` the slice name (e.g. ``file1000001.h5:slice:007``).
     """
     shape = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    coils = ifft2c(slice_.kspace)
+    coils = ifft2c_numpy(slice_.kspace)
     crop = (min(slice_.crop[0], coils.shape[1]), min(slice_.crop[1], coils.shape[2]))
     coils = resize_coil_images(fit_to_shape(coils, crop), shape)
-    full = fft2c(torch.from_numpy(coils)).numpy()
+    full = fft2c_numpy(coils)
     if coils.shape[0] == 1:
         maps = np.ones(coils.shape, dtype=np.complex64)
     else:

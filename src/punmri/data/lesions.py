@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -143,13 +144,23 @@ def plan_lesions(
     tissue_threshold: float = 0.1,
     min_abs_contrast: float = 0.05,
 ) -> list[Lesion]:
-    """Draw lesion positions, shapes and contrasts for ``image`` (arguments as in
-    :func:`insert_lesions`).
+    """Draw lesion positions, shapes and contrasts for ``image``.
 
     The number of lesions is uniform on ``n`` (inclusive). A lesion that does not fit inside the
     remaining tissue (or, when bright, would push the image above 1 everywhere it fits) is shrunk
     down to a 1-pixel radius; lesions that still do not fit are skipped, but at least one is
     always placed.
+
+    Args:
+        image: ``(H, W)`` float in [0, 1].
+        rng: the only source of randomness (same generator state -> same lesions).
+        n: inclusive range of the number of lesions.
+        radius_px: range of the ellipse semi-axes in pixels (drawn independently per axis).
+        contrast: range of the relative intensity change; draws with ``|contrast| <
+            min_abs_contrast`` are excluded (invisible lesions), so the default range gives subtle
+            lesions (``|contrast| ~ 0.1``) as well as obvious ones.
+        tissue_threshold: pixels above this intensity are tissue; lesions lie inside tissue.
+        min_abs_contrast: smallest allowed ``|contrast|``.
 
     Raises:
         InputError: bad arguments, or no tissue pixel where even a 1-pixel lesion fits.
@@ -244,32 +255,15 @@ def render_lesions(image: np.ndarray, lesions: list[Lesion]) -> tuple[np.ndarray
 
 
 def insert_lesions(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    n: tuple[int, int] = (1, 3),
-    radius_px: tuple[float, float] = (2.0, 6.0),
-    contrast: tuple[float, float] = (-0.4, 0.4),
-    tissue_threshold: float = 0.1,
-    min_abs_contrast: float = 0.05,
+    image: np.ndarray, rng: np.random.Generator, **plan: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Insert ``n`` synthetic lesions into a magnitude image.
-
-    Args:
-        image: ``(H, W)`` float in [0, 1].
-        rng: the only source of randomness (same generator state -> same lesions).
-        n: inclusive range of the number of lesions.
-        radius_px: range of the ellipse semi-axes in pixels (drawn independently per axis).
-        contrast: range of the relative intensity change; draws with ``|contrast| <
-            min_abs_contrast`` are excluded (invisible lesions), so the default range gives subtle
-            lesions (``|contrast| ~ 0.1``) as well as obvious ones.
-        tissue_threshold: pixels above this intensity are tissue; lesions lie inside tissue.
-        min_abs_contrast: smallest allowed ``|contrast|``.
+    """Insert synthetic lesions into a magnitude image ``(H, W)`` float in [0, 1]:
+    :func:`plan_lesions` (``rng`` and the keyword arguments ``plan``) then :func:`render_lesions`.
 
     Returns:
         ``(image_with_lesions, roi)``: ``(H, W)`` float32 in [0, 1] and ``(H, W)`` bool.
     """
-    lesions = plan_lesions(image, rng, n, radius_px, contrast, tissue_threshold, min_abs_contrast)
-    return render_lesions(image, lesions)
+    return render_lesions(image, plan_lesions(image, rng, **plan))
 
 
 def lesion_images(images: np.ndarray, seed: int, suite_name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.ndimage
 
 from ..config import PhysicsConfig
-from ..physics import add_noise, sampling_mask, simulated_coil_maps
+from ..physics import add_noise, fft2c_numpy, sampling_mask, simulated_coil_maps
 
 
 @dataclass
@@ -81,10 +81,6 @@ def simulate(
         center_fraction=physics.center_fraction,
         seed=int(rng.integers(2**31 - 1)),
     ).mask
-    coil_images = maps * x[None]
-    kspace = np.fft.fftshift(
-        np.fft.fft2(np.fft.ifftshift(coil_images, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
-    )
-    kspace = (kspace * mask).astype(np.complex64)
+    kspace = (fft2c_numpy(maps * x[None]) * mask).astype(np.complex64)
     kspace = add_noise(kspace, mask, physics.snr_db, rng)
     return Sample(target=x, kspace=kspace, maps=maps, mask=mask, name=name)

@@ -45,6 +45,14 @@ from ..errors import InputError
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+# fastMRI's structural_similarity settings (skimage's defaults, spelled out so they cannot drift).
+_SSIM_SETTINGS: dict[str, Any] = {
+    "win_size": SSIM_WINDOW,
+    "gaussian_weights": False,
+    "use_sample_covariance": True,
+    "K1": SSIM_K1,
+    "K2": SSIM_K2,
+}
 
 
 def _magnitude(x: Any, what: str) -> np.ndarray:
@@ -96,18 +104,7 @@ def _psnr(t: np.ndarray, p: np.ndarray, dr: float) -> float:
 
 
 def _ssim(t: np.ndarray, p: np.ndarray, dr: float) -> float:
-    return float(
-        structural_similarity(
-            t,
-            p,
-            win_size=SSIM_WINDOW,
-            gaussian_weights=False,
-            use_sample_covariance=True,
-            K1=SSIM_K1,
-            K2=SSIM_K2,
-            data_range=dr,
-        )
-    )
+    return float(structural_similarity(t, p, data_range=dr, **_SSIM_SETTINGS))
 
 
 def psnr(target: Any, pred: Any, data_range: float | None = None, *, name: str = "slice") -> float:

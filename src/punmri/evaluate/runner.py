@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.batches import batches
+from ..errors import InputError
 from .baselines import cs_l1_wavelet, zero_filled
 from .metrics import roi_metrics, slice_metrics
 from .suites import Suite
@@ -19,10 +20,18 @@ from .tables import SliceRecord
 ReconFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def model_recon(model: nn.Module, device: torch.device) -> ReconFn:
-    """Wrap a ``model(y, op)`` network as a :data:`ReconFn` (eval mode, no autograd)."""
+def model_recon(model: nn.Module, device: torch.device, cg_tol: float = 0.0) -> ReconFn:
+    """Wrap a ``model(y, op)`` network as a :data:`ReconFn` (eval mode, no autograd).
+
+    ``cg_tol > 0`` lets the model's CG solves stop once the relative residual is below it (the
+    model's ``cg_tol`` attribute, :class:`~punmri.models.MoDL`); 0 keeps the fixed step count.
+    """
     from ..physics import SenseOperator
 
+    if cg_tol < 0:
+        raise InputError(f"evaluate.cg_tol must be >= 0, got {cg_tol}")
+    if hasattr(model, "cg_tol"):
+        model.cg_tol = cg_tol if cg_tol > 0 else None
     model.eval().to(device)
 
     @torch.no_grad()
@@ -39,8 +48,6 @@ def baseline_recon(name: str, cs_lamda: float, cs_iterations: int) -> ReconFn:
         return zero_filled
     if name == "cs-l1":
         return lambda k, s, m: cs_l1_wavelet(k, s, m, lamda=cs_lamda, iterations=cs_iterations)
-    from ..errors import InputError
-
     raise InputError(f"evaluate.baselines: unknown baseline {name!r}; use zero-filled or cs-l1")
 
 

@@ -8,6 +8,8 @@ is defined exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,27 @@ from punmri.errors import InputError
 
 _COMPLEX_TO_REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 _REAL_TO_COMPLEX = {real: cplx for cplx, real in _COMPLEX_TO_REAL.items()}
+
+
+def _check(
+    value: object, name: str, dtypes: Collection[torch.dtype], shape: tuple[str | int, ...]
+) -> None:
+    """Raise :class:`InputError` unless ``value`` is a tensor of one of ``dtypes`` shaped ``shape``.
+
+    ``shape`` lists one entry per dimension: a name (any size) or an int (that exact size).
+    """
+    if not isinstance(value, Tensor):
+        raise InputError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    fits = value.ndim == len(shape) and all(
+        isinstance(want, str) or got == want for got, want in zip(value.shape, shape, strict=True)
+    )
+    if value.dtype not in dtypes or not fits:
+        kinds = "/".join(str(d).removeprefix("torch.") for d in dtypes)
+        layout = "(" + ", ".join(str(s) for s in shape) + ")"
+        raise InputError(
+            f"{name}: expected a {kinds} tensor of shape {layout}, "
+            f"got dtype {value.dtype} with shape {tuple(value.shape)}"
+        )
 
 
 def complex_to_channels(x: Tensor) -> Tensor:
@@ -30,19 +53,9 @@ def complex_to_channels(x: Tensor) -> Tensor:
         keep that layout, which is markedly faster on CPU (oneDNN) than NCHW; gradients flow.
 
     Raises:
-        InputError: if ``x`` is not a complex tensor with 3 dimensions.
+        InputError: if ``x`` is not a complex64/complex128 tensor of shape ``(B, H, W)``.
     """
-    if not isinstance(x, Tensor):
-        raise InputError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _COMPLEX_TO_REAL:
-        raise InputError(
-            f"x: expected a complex64/complex128 tensor of shape (B, H, W), "
-            f"got dtype {x.dtype} with shape {tuple(x.shape)}"
-        )
-    if x.ndim != 3:
-        raise InputError(
-            f"x: expected a complex tensor of shape (B, H, W) (3 dims), got shape {tuple(x.shape)}"
-        )
+    _check(x, "x", _COMPLEX_TO_REAL, ("B", "H", "W"))
     # view_as_real refuses tensors with a pending conjugation bit; resolve it first.
     return torch.view_as_real(x.resolve_conj()).permute(0, 3, 1, 2)
 
@@ -63,17 +76,6 @@ def channels_to_complex(t: Tensor) -> Tensor:
     Raises:
         InputError: if ``t`` is not a float32/float64 tensor of shape ``(B, 2, H, W)``.
     """
-    if not isinstance(t, Tensor):
-        raise InputError(f"t: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _REAL_TO_COMPLEX:
-        raise InputError(
-            f"t: expected a float32/float64 tensor of shape (B, 2, H, W), "
-            f"got dtype {t.dtype} with shape {tuple(t.shape)}"
-        )
-    if t.ndim != 4 or t.shape[1] != 2:
-        raise InputError(
-            f"t: expected a real tensor of shape (B, 2, H, W) (4 dims, 2 channels), "
-            f"got shape {tuple(t.shape)}"
-        )
+    _check(t, "t", _REAL_TO_COMPLEX, ("B", 2, "H", "W"))
     # Zero-copy for channels-last input (what the convolutions return for channels-last input).
     return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())

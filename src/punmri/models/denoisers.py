@@ -412,7 +412,9 @@ class DIDNDenoiser(ComplexDenoiser):
 # ----------------------------------------------------------------------------------------------
 # initialisation
 
-_WEIGHTED = (
+#: Layers whose weight is drawn from its fan-in and whose bias is zeroed: the conv and linear
+#: types (also the layers whose weights :mod:`punmri.pruning` prunes by default).
+WEIGHTED_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
@@ -511,7 +513,7 @@ def init_weights(
     _require_choice("scheme", scheme, _INIT_SCHEMES)
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, _WEIGHTED):
+            if isinstance(m, WEIGHTED_LAYERS):
                 weight = _raw_param(m, "weight")
                 if weight is not None and weight.numel() > 0:
                     weight.copy_(_draw(weight, generator, scheme))

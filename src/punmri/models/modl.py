@@ -19,6 +19,33 @@ from ..errors import InputError
 from ..physics import SenseOperator, conjugate_gradient
 
 
+def data_consistency(
+    op: SenseOperator,
+    rhs0: torch.Tensor,
+    z: torch.Tensor,
+    lam: torch.Tensor | float,
+    iterations: int,
+    tol: float | None = None,
+) -> torch.Tensor:
+    """Solve ``(A^H A + lam I) x = A^H y + lam z`` by ``iterations`` CG steps from ``x = z``.
+
+    Args:
+        op: the SENSE operator ``A``.
+        rhs0: ``A^H y``, complex ``(B, H, W)``.
+        z: the denoiser's output, complex ``(B, H, W)``; also the CG starting point.
+        lam: data-consistency weight ``> 0``, a real scalar (a tensor to differentiate w.r.t. it).
+        iterations: CG steps (all differentiated through while autograd is on).
+        tol: optional relative-residual tolerance for an early exit, honoured only without autograd.
+
+    Returns:
+        ``x``, complex ``(B, H, W)``, in the dtype of ``z`` (complex64 or complex128).
+    """
+    lam = torch.as_tensor(lam).to(dtype=z.real.dtype, device=z.device)
+    return conjugate_gradient(
+        lambda v: op.normal(v) + lam * v, rhs0 + lam * z, x0=z, iterations=iterations, tol=tol
+    )
+
+
 class MoDL(nn.Module):
     """Unrolled MoDL network called as ``model(y, op)``.
 
@@ -80,18 +107,15 @@ class MoDL(nn.Module):
     def data_consistency(
         self, op: SenseOperator, rhs0: torch.Tensor, z: torch.Tensor
     ) -> torch.Tensor:
-        """Solve ``(A^H A + lam I) x = A^H y + lam z`` by CG from ``x = z``."""
-        lam = self.lam.to(z.real.dtype)
-        return conjugate_gradient(
-            lambda v: op.normal(v) + lam * v,
-            rhs0 + lam * z,
-            x0=z,
-            iterations=self.cg_iterations,
-            tol=self.cg_tol,
-        )
+        """:func:`data_consistency` with this model's ``lam`` and CG settings."""
+        return data_consistency(op, rhs0, z, self.lam, self.cg_iterations, self.cg_tol)
 
     def forward(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        """Reconstruct complex images ``(B, H, W)`` from k-space ``y`` ``(B, C, H, W)``."""
+        """Reconstruct complex images ``(B, H, W)`` from k-space ``y`` ``(B, C, H, W)``.
+
+        complex64 throughout; after ``model.double()``, complex128 ``y`` and operator give
+        complex128 images (used for gradient checks).
+        """
         if y.shape != op.maps.shape:
             raise InputError(
                 f"k-space shape {tuple(y.shape)} does not match the operator's coil maps "

@@ -1,8 +1,10 @@
 """The SENSE forward model ``A = M F S`` as an operator object.
 
 Shapes: image ``x`` is ``(B, H, W)`` complex64, coil maps ``S`` are ``(B, C, H, W)`` complex64, the
-sampling mask ``M`` is ``(B, H, W)`` (bool or 0/1 real) and k-space ``y`` is ``(B, C, H, W)``
-complex64. Single-coil imaging is the case ``C = 1`` with maps of ones.
+sampling mask ``M`` is ``(B, H, W)`` (bool or 0/1 real; ``(H, W)``, ``(1, H, W)`` and a
+:class:`~punmri.physics.SamplingMask` are broadcast over the batch) and k-space ``y`` is
+``(B, C, H, W)`` complex64. Complex128 maps give a complex128 operator (used by gradient checks).
+Single-coil imaging is the case ``C = 1`` with maps of ones.
 
 Speed: for even ``H`` and ``W`` the centring shifts of the FFT are folded into the operator. With
 the checkerboard ``c[h, w] = (-1)^(h + w)`` and ``s = (-1)^(H/2 + W/2)``, the centred transforms are
@@ -14,10 +16,12 @@ the shifted form up to float rounding; odd sizes use the shifted form.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import InputError
 from .fft import fft2c, ifft2c
+from .sampling import SamplingMask
 
 _DIMS = (-2, -1)
 
@@ -39,28 +43,49 @@ def checkerboard(height: int, width: int, device: torch.device | None = None) ->
     return (rows[:, None] * cols[None, :]).to(torch.float32)
 
 
+def _batched_mask(
+    mask: torch.Tensor | np.ndarray | SamplingMask, maps_shape: torch.Size
+) -> torch.Tensor:
+    """``mask`` as a ``(B, H, W)`` tensor for coil maps of shape ``(B, C, H, W)``.
+
+    ``(H, W)`` and ``(1, H, W)`` masks are broadcast (without copying) over the batch.
+    """
+    if isinstance(mask, SamplingMask):
+        mask = mask.mask
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(np.ascontiguousarray(mask))
+    if not isinstance(mask, torch.Tensor):
+        raise InputError(
+            f"sampling mask: expected a torch.Tensor, numpy array or SamplingMask, got "
+            f"{type(mask).__name__}"
+        )
+    b, _, h, w = maps_shape
+    if mask.ndim in (2, 3) and tuple(mask.shape[-2:]) == (h, w):
+        batched = mask if mask.ndim == 3 else mask.unsqueeze(0)
+        if batched.shape[0] in (1, b):
+            return batched.expand(b, h, w)
+    raise InputError(
+        f"sampling mask shape {tuple(mask.shape)} does not match coil maps {tuple(maps_shape)}: "
+        f"expected (B, H, W) = ({b}, {h}, {w}), (1, {h}, {w}) or ({h}, {w})"
+    )
+
+
 class SenseOperator:
     """Multi-coil Cartesian MRI forward operator ``A x = M F (S x)``.
 
     Args:
         maps: coil sensitivities ``(B, C, H, W)`` complex.
-        mask: sampling mask ``(B, H, W)`` or ``(H, W)`` (shared by the batch); nonzero = sampled.
+        mask: sampling mask, nonzero = sampled: a tensor or array ``(B, H, W)``, or ``(1, H, W)``
+            or ``(H, W)`` shared by the batch, or a :class:`SamplingMask` (``(H, W)``, shared).
     """
 
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | np.ndarray | SamplingMask) -> None:
         if maps.ndim != 4 or not maps.is_complex():
             raise InputError(
                 f"coil maps must be a complex tensor (B, C, H, W); got {tuple(maps.shape)} "
                 f"{maps.dtype}"
             )
-        if mask.ndim == 2:
-            mask = mask.unsqueeze(0).expand(maps.shape[0], -1, -1)
-        if mask.ndim != 3 or mask.shape[0] != maps.shape[0] or mask.shape[-2:] != maps.shape[-2:]:
-            raise InputError(
-                f"sampling mask shape {tuple(mask.shape)} does not match coil maps "
-                f"{tuple(maps.shape)}: expected (B, H, W) = ({maps.shape[0]}, {maps.shape[2]}, "
-                f"{maps.shape[3]}) or (H, W)"
-            )
+        mask = _batched_mask(mask, maps.shape)
         self.maps = maps
         # 0/1 (nonzero = sampled), so that M M = M and normal() may apply it once
         self.mask = (mask != 0).to(device=maps.device, dtype=maps.real.dtype)

@@ -6,10 +6,12 @@
 - :mod:`~punmri.pruning.allocation` / :mod:`~punmri.pruning.selection`: exact kept counts, global or
   per layer, deterministic ties, no revival of pruned weights.
 - :mod:`~punmri.pruning.masks`: :class:`Masks`, a validated, savable dict of bool tensors.
-- :mod:`~punmri.pruning.apply` / :mod:`~punmri.pruning.checkpoint`: masks as parametrizations,
-  pruned entries kept at exactly zero, checkpoints with plain names.
-- :mod:`~punmri.pruning.pun` / :mod:`~punmri.pruning.pun_wt`: the paper's Gumbel mask search
-  (PUN-IT, PUN-AT) and joint training of weights and mask logits (PUN-WT).
+- :mod:`~punmri.pruning.apply` / :mod:`~punmri.pruning.state_dict`: masks as parametrizations,
+  pruned entries kept at exactly zero, state dicts with plain names.
+- :mod:`~punmri.pruning.pun`: the paper's Gumbel mask search, :func:`pun_search` (PUN-IT, PUN-AT),
+  and joint training of weights and mask logits (PUN-WT, :func:`attach_gates` ... :func:`harden`).
+- :mod:`~punmri.pruning.model_calls`: running a model on batches with substitute weights while
+  its state is preserved (shared by the scorers and the PUN search).
 - :mod:`~punmri.pruning.imp`: iterative magnitude pruning steps and schedule.
 - :func:`find_mask`: one call for every method, with cost accounting.
 """
@@ -25,27 +27,31 @@ from punmri.pruning.apply import (
     remove,
     zero_pruned_,
 )
-from punmri.pruning.checkpoint import load_masked_state_dict, masked_state_dict
 from punmri.pruning.cost import PassCount, count_passes
 from punmri.pruning.find import DATA_METHODS, METHOD_OPTIONS, METHODS, find_mask
-from punmri.pruning.gate import LogitGate
 from punmri.pruning.imp import imp_density_schedule, magnitude_prune_step
 from punmri.pruning.masks import Masks
-from punmri.pruning.pun import PunSearchConfig, pun_search
-from punmri.pruning.pun_wt import (
+from punmri.pruning.pun import (
+    LogitGate,
+    PunSearchConfig,
     attach_gates,
+    bernoulli_kl,
+    concrete_mask,
     gate_kl,
     gate_parameters,
     harden,
+    logistic_noise,
+    pun_search,
     register_resample_hook,
     resample_,
+    sample_concrete,
     set_gate_mode_,
     set_temperature_,
     weight_parameters,
 )
-from punmri.pruning.relaxation import bernoulli_kl, concrete_mask, logistic_noise, sample_concrete
 from punmri.pruning.scorers import SCORERS, Scorer
 from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.state_dict import load_masked_state_dict, masked_state_dict
 from punmri.pruning.targets import DEFAULT_TYPES, prunable_targets
 
 __all__ = [

@@ -17,9 +17,9 @@ from punmri.pruning.allocation import (
     kept_count,
     layer_counts,
 )
-from punmri.pruning.batches import take_batches
 from punmri.pruning.cost import count_passes
 from punmri.pruning.masks import Masks
+from punmri.pruning.model_calls import take_batches
 from punmri.pruning.pun import PunSearchConfig, pun_search
 from punmri.pruning.scorers import SCORERS
 from punmri.pruning.selection import select_by_counts, select_top_k

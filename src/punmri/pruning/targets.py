@@ -16,18 +16,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from punmri.errors import InputError
+from punmri.models.denoisers import WEIGHTED_LAYERS
 
 #: Module types whose ``weight`` is prunable by default. Biases, norms and scalar parameters (MoDL's
 #: ``lam``) are never selected by default.
-DEFAULT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.Linear,
-)
+DEFAULT_TYPES: tuple[type[nn.Module], ...] = WEIGHTED_LAYERS
 
 
 def type_name(cls: type) -> str:

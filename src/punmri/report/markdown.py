@@ -39,21 +39,29 @@ def method_order(metrics: dict) -> list[str]:
     return first + [n for n in names if n not in first]
 
 
+def results_cell(entry: dict | None) -> str:
+    """One suite entry as ``PSNR ± std / SSIM`` (``28.12 ± 1.20 / 0.8123``); ``-`` when the
+    method was not evaluated on the suite."""
+    if entry is None:
+        return "-"
+    return (
+        f"{fmt_num(entry['psnr'], 2)} ± {fmt_num(entry.get('psnr_std'), 2)} / "
+        f"{fmt_num(entry['ssim'], 4)}"
+    )
+
+
 def results_table(metrics: dict, suites: Sequence[str]) -> str:
-    """Markdown table: method x suite, ``PSNR ± std / SSIM`` (mean over slices and seeds)."""
-    lines = ["| method | " + " | ".join(suites) + " |", "|---" * (len(suites) + 1) + "|"]
-    for name in method_order(metrics):
-        cells = []
-        for suite in suites:
-            e = metrics["methods"][name]["suites"].get(suite)
-            if e is None:
-                cells.append("-")
-                continue
-            cells.append(
-                f"{fmt_num(e['psnr'], 2)} ± {fmt_num(e.get('psnr_std'), 2)} / "
-                f"{fmt_num(e['ssim'], 4)}"
-            )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    """Markdown table: a row per suite, a column per method (:func:`method_order`), each cell
+    ``PSNR ± std / SSIM`` (mean over slices and seeds; :func:`results_cell`).
+
+    Suites are the long axis (17 in the standard shift set), so they run down the page and the
+    table stays as wide as the number of methods.
+    """
+    names = method_order(metrics)
+    lines = ["| suite | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for suite in suites:
+        cells = [results_cell(metrics["methods"][n]["suites"].get(suite)) for n in names]
+        lines.append(f"| {suite} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -267,7 +275,7 @@ def write_report(
     n_params = count_parameters(trained[0].model) if trained else 0
     parts += [setup_section(cfg, data, n_params), "", "## Results", ""]
     parts += [
-        "PSNR (dB) ± std over slices / SSIM, per test suite:",
+        "PSNR (dB) ± std over slices / SSIM, a row per test suite, a column per method:",
         "",
         results_table(metrics, suites),
         "",

@@ -22,8 +22,16 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data.batches import Batch, TrainingStream
+from ..evaluate.metrics import psnr
 from ..io import write_json_atomic, write_text_atomic
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .losses import get_loss
 
 
@@ -53,23 +61,18 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-slice PSNR (dB) of magnitudes ``(B, H, W)`` with data_range = target max."""
-    p, t = pred.abs().flatten(1), target.abs().flatten(1)
-    mse = (p - t).square().mean(1).clamp_min(1e-20)
-    return 10 * torch.log10(t.amax(1).square() / mse)
-
-
-@torch.no_grad()
 def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> float:
-    """Mean per-slice magnitude PSNR over validation batches."""
+    """Mean per-slice magnitude PSNR (:func:`~punmri.evaluate.metrics.psnr`) over validation
+    batches."""
     model.eval()
-    values = []
+    values: list[float] = []
     for b in val:
         b = b.to(device)
-        values.append(psnr_batch(model(b.kspace, b.operator()), b.target).cpu())
+        pred = model(b.kspace, b.operator()).cpu()
+        pairs = zip(b.target.cpu(), pred, b.names, strict=True)
+        values += [psnr(t, p, name=n) for t, p, n in pairs]
     model.train()
-    return float(torch.cat(values).mean())
+    return sum(values) / len(values)
 
 
 @dataclass
@@ -133,8 +136,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     done = out / "done.json"
     if done.is_file():
-        state = load_checkpoint(out / "last.pt")
-        model.load_state_dict(state["model"])
+        last = out / "last.pt"
+        load_model_state(model, load_checkpoint(last), last)
         return TrainResult(**json.loads(done.read_text()))
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
@@ -154,7 +157,7 @@ def train(
     history: list[dict] = []
     if (out / "last.pt").is_file():
         state = load_checkpoint(out / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, out / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -169,7 +172,7 @@ def train(
             return
         save_checkpoint(
             out / "last.pt",
-            model=model.state_dict(),
+            **model_state(model),
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
             rng=rng_state(),
@@ -195,8 +198,9 @@ def train(
     )
     running = None
     t0 = time.perf_counter()
+    upcoming = stream.loader(step, cfg.steps, cfg.batch_size, cfg.workers)
     while step < cfg.steps:
-        batch = stream.batch(step, cfg.batch_size).to(device)
+        batch = next(upcoming).to(device)
         pred = model(batch.kspace, batch.operator())
         loss = loss_fn(pred, batch.target)
         if hooks.regularizer is not None:
@@ -230,7 +234,7 @@ def train(
             if psnr > best:
                 best, best_step, bad_vals = psnr, step, 0
                 if main:
-                    save_checkpoint(out / "best.pt", model=model.state_dict(), step=step)
+                    save_checkpoint(out / "best.pt", **model_state(model), step=step)
             else:
                 bad_vals += 1
             bar.set_postfix(loss=f"{running:.4f}", val_psnr=f"{psnr:.2f}")
@@ -243,6 +247,7 @@ def train(
         if stopped_early or (stop_at is not None and step >= stop_at):
             break
     bar.close()
+    del upcoming  # stops DataLoader workers that were preparing batches past an early stop
     if stop_at is not None and step < cfg.steps and not stopped_early:
         wall += time.perf_counter() - t0
         checkpoint()
@@ -256,6 +261,6 @@ def train(
 
 def load_weights(model: nn.Module, run_dir: str | Path, which: str = "best") -> nn.Module:
     """Load ``best`` or ``last`` weights of a finished training directory into ``model``."""
-    state = load_checkpoint(Path(run_dir) / f"{which}.pt")
-    model.load_state_dict(state["model"])
+    path = Path(run_dir) / f"{which}.pt"
+    load_model_state(model, load_checkpoint(path), path)
     return model

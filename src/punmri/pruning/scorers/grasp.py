@@ -9,9 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from punmri.pruning.batches import take_batches
-from punmri.pruning.functional import LossFn, batch_loss, freeze_parameters, leaf_weights
-from punmri.pruning.state import preserved_state
+from punmri.pruning.model_calls import (
+    LossFn,
+    batch_loss,
+    frozen,
+    leaf_weights,
+    summed_gradients,
+    take_batches,
+)
 
 
 def score(
@@ -32,15 +37,11 @@ def score(
     used here. ``generator`` is unused; the model's state is left unchanged.
     """
     batches = take_batches(batches)
-    with preserved_state(model):
-        freeze_parameters(model)
+    with frozen(model):
         leaves = leaf_weights(model, targets)
         params = [leaves[t] for t in targets]
-        g = [torch.zeros_like(w) for w in params]
-        for batch in batches:
-            loss = batch_loss(model, leaves, batch, loss_fn)
-            for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
-                acc += gi
+        summed = summed_gradients(model, leaves, batches, loss_fn)
+        g = [summed[t] for t in targets]
         hg = [torch.zeros_like(w) for w in params]
         for batch in batches:
             loss = batch_loss(model, leaves, batch, loss_fn)

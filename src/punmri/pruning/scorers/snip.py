@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from punmri.pruning.batches import take_batches
-from punmri.pruning.functional import LossFn, batch_loss, freeze_parameters, leaf_weights
-from punmri.pruning.state import preserved_state
+from punmri.pruning.model_calls import LossFn, frozen, leaf_weights, summed_gradients, take_batches
 
 
 def score(
@@ -28,13 +26,7 @@ def score(
     ranking and is omitted.
     """
     batches = take_batches(batches)
-    with preserved_state(model):
-        freeze_parameters(model)
+    with frozen(model):
         leaves = leaf_weights(model, targets)
-        grads = {t: torch.zeros_like(w) for t, w in leaves.items()}
-        for batch in batches:
-            loss = batch_loss(model, leaves, batch, loss_fn)
-            parts = torch.autograd.grad(loss, [leaves[t] for t in targets])
-            for t, g in zip(targets, parts, strict=True):
-                grads[t] += g
+        grads = summed_gradients(model, leaves, batches, loss_fn)
         return {t: (leaves[t].detach() * grads[t]).abs() for t in targets}

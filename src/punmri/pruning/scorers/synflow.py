@@ -12,7 +12,7 @@ from torch import nn
 
 from punmri.errors import InputError
 from punmri.pruning.allocation import check_density, kept_count
-from punmri.pruning.batches import as_pair, call_model, move_to, reduce_output
+from punmri.pruning.model_calls import as_pair, call_model, move_to, reduce_output
 from punmri.pruning.selection import select_by_counts, select_top_k
 from punmri.pruning.targets import functional_name, stored_weight
 

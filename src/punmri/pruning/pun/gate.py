@@ -1,14 +1,18 @@
-"""The learnable-logit mask parametrization shared by the PUN search and PUN-WT training."""
+"""The learnable-logit mask parametrization shared by the PUN search and PUN-WT training, and the
+two things both do with a set of gates: the KL prior term and hardening into a mask set."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
 from torch import nn
 
 from punmri.errors import InputError
-from punmri.pruning.relaxation import bernoulli_kl, concrete_mask, logistic_noise, logit
+from punmri.pruning.masks import Masks
+from punmri.pruning.pun.relaxation import bernoulli_kl, concrete_mask, logistic_noise, logit
+from punmri.pruning.selection import select_by_counts, select_top_k
 
 GateMode = Literal["sample", "expected", "hard"]
 
@@ -17,10 +21,11 @@ class LogitGate(nn.Module):
     """Parametrization ``weight -> weight * m`` with a relaxed Bernoulli mask ``m``.
 
     ``logits`` (a parameter, shape of the weight) define keep probabilities ``p = sigmoid(logits)``.
-    In ``"sample"`` mode and training, ``m = sigmoid((logits + noise) / tau)`` (binary concrete, see
-    :mod:`punmri.pruning.relaxation`) with ``noise`` held fixed until :meth:`resample_`, so a weight
-    read several times in one forward pass (MoDL's shared denoiser) sees one mask sample. Otherwise
-    (``"expected"`` mode, or eval) ``m = p``; in ``"hard"`` mode ``m`` is the bool buffer ``hard``.
+    In ``"sample"`` mode and training, ``m = sigmoid((logits + noise) / tau)`` (binary concrete,
+    see :mod:`punmri.pruning.pun.relaxation`) with ``noise`` held fixed until :meth:`resample_`, so
+    a weight read several times in one forward pass (MoDL's shared denoiser) sees one mask sample.
+    Otherwise (``"expected"`` mode, or eval) ``m = p``; in ``"hard"`` mode ``m`` is the bool buffer
+    ``hard``.
     """
 
     def __init__(self, logits: torch.Tensor, tau: float = 1.0) -> None:
@@ -79,3 +84,35 @@ def default_init_prob(p0: float) -> float:
     steps on the demo MoDL; docs/BENCHMARKS.md, section "PUN mask search").
     """
     return min(max(p0, 1e-4), 1.0 - 1e-4)
+
+
+def prior_kl(
+    gates: Mapping[str, LogitGate], p0: float | Mapping[str, float], reduction: str = "mean"
+) -> torch.Tensor:
+    """KL prior term ``reduce_j KL(Bern(p_j) || Bern(p0_j))`` over every entry of ``gates``.
+
+    Args:
+        gates: ``{weight name: gate}``; summed in this order.
+        p0: the prior keep probability, one for all gates or ``{weight name: p0}``.
+        reduction: ``"mean"`` over all entries (``beta`` independent of model size) or ``"sum"``
+            (the paper's formula).
+
+    Returns:
+        A real scalar tensor, differentiable in the logits.
+    """
+    if reduction not in ("mean", "sum"):
+        raise InputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    prior = p0 if isinstance(p0, Mapping) else dict.fromkeys(gates, p0)
+    total = sum(g.kl(prior[t]).sum() for t, g in gates.items())
+    if reduction == "mean":
+        total = total / sum(g.logits.numel() for g in gates.values())
+    return total
+
+
+def top_logit_masks(
+    gates: Mapping[str, LogitGate], k: int, counts: Mapping[str, int] | None = None
+) -> Masks:
+    """The entries with the largest logits: the global top ``k``, or exactly ``counts[name]`` per
+    layer when ``counts`` is given; ties broken as in :mod:`punmri.pruning.selection`."""
+    logits = {t: g.logits.detach() for t, g in gates.items()}
+    return select_top_k(logits, k) if counts is None else select_by_counts(logits, counts)

@@ -15,120 +15,31 @@ entries by logit (equivalently by ``p``, without the ties that saturated float p
 create), ties broken as in :mod:`punmri.pruning.selection`.
 
 PUN-IT is this search on freshly initialised weights, PUN-AT the same call on trained weights;
-PUN-WT (weights learned jointly) uses :mod:`punmri.pruning.pun_wt`.
+PUN-WT (weights learned jointly) uses :mod:`punmri.pruning.pun.joint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from punmri.config import PunSearchConfig
 from punmri.errors import InputError
 from punmri.pruning.allocation import check_density, kept_count
-from punmri.pruning.batches import cycle_batches, take_batches
-from punmri.pruning.functional import LossFn, batch_loss, freeze_parameters
-from punmri.pruning.gate import LogitGate, default_init_prob, initial_logits
 from punmri.pruning.masks import Masks
-from punmri.pruning.selection import select_by_counts, select_top_k
-from punmri.pruning.state import preserved_state
+from punmri.pruning.model_calls import LossFn, batch_loss, cycle_batches, frozen, take_batches
+from punmri.pruning.pun.gate import (
+    LogitGate,
+    default_init_prob,
+    initial_logits,
+    prior_kl,
+    top_logit_masks,
+)
 from punmri.pruning.targets import stored_weight, validate_targets
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass(frozen=True)
-class PunSearchConfig:
-    """Every knob of :func:`pun_search`; ``PunSearchConfig.help()`` gives one-line help texts."""
-
-    # Defaults tuned on the demo MoDL (benchmarks/pun_search.py, docs/BENCHMARKS.md): with them
-    # the hardened mask gives the untrained network a loss ~5 std below layer-shuffled controls
-    # and the expected density ends within ~15% of the target.
-    steps: int = field(default=300, metadata=_help("number of Adam steps on the logits"))
-    lr: float = field(default=5e-2, metadata=_help("Adam learning rate of the logits"))
-    tau0: float = field(default=1.0, metadata=_help("concrete temperature at the first step"))
-    tau1: float = field(default=0.2, metadata=_help("concrete temperature at the last step"))
-    beta: float = field(default=1.0, metadata=_help("weight of the KL prior term"))
-    beta_warmup: int = field(
-        default=0, metadata=_help("steps over which beta ramps linearly from 0 (0 = constant)")
-    )
-    kl_reduction: Literal["mean", "sum"] = field(
-        default="mean", metadata=_help("reduce the per-entry KL by 'mean' or 'sum' (paper)")
-    )
-    init_prob: float | None = field(
-        default=None, metadata=_help("initial keep probability; None = the prior p0")
-    )
-    init_noise: float = field(
-        default=1e-3, metadata=_help("std of Gaussian noise added to the initial logits")
-    )
-    log_every: int = field(default=50, metadata=_help("log diagnostics every N steps (and last)"))
-    eval_batches: int = field(
-        default=0, metadata=_help("batches to evaluate the hard top-s mask on per log (0 = off)")
-    )
-
-    def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any, minimum: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InputError(
-                    f"PunSearchConfig.{name} must be an int >= {minimum}, got {value!r}"
-                )
-
-        def positive(name: str, value: Any, allow_zero: bool = False) -> None:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-            if not ok:
-                bound = ">= 0" if allow_zero else "> 0"
-                raise InputError(
-                    f"PunSearchConfig.{name} must be a finite number {bound}, got {value!r}"
-                )
-
-        positive_int("steps", self.steps, 1)
-        positive_int("beta_warmup", self.beta_warmup, 0)
-        positive_int("log_every", self.log_every, 1)
-        positive_int("eval_batches", self.eval_batches, 0)
-        positive("lr", self.lr)
-        positive("tau0", self.tau0)
-        positive("tau1", self.tau1)
-        positive("beta", self.beta, allow_zero=True)
-        positive("init_noise", self.init_noise, allow_zero=True)
-        if self.kl_reduction not in ("mean", "sum"):
-            raise InputError(
-                f"PunSearchConfig.kl_reduction must be 'mean' or 'sum', got {self.kl_reduction!r}"
-            )
-        if self.init_prob is not None and not (
-            isinstance(self.init_prob, (int, float)) and 0.0 < self.init_prob < 1.0
-        ):
-            raise InputError(
-                f"PunSearchConfig.init_prob must be in (0, 1) or None, got {self.init_prob!r}"
-            )
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """``{field: one-line help}``."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of all fields."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    def tau_at(self, step: int) -> float:
-        """Temperature at ``step`` (0-based): exponential from ``tau0`` to ``tau1``."""
-        frac = step / (self.steps - 1) if self.steps > 1 else 1.0
-        return self.tau0 * (self.tau1 / self.tau0) ** frac
-
-    def beta_at(self, step: int) -> float:
-        """KL weight at ``step`` (0-based), with the linear warm-up."""
-        if self.beta_warmup == 0:
-            return self.beta
-        return self.beta * min(1.0, (step + 1) / self.beta_warmup)
 
 
 def _priors(
@@ -138,20 +49,6 @@ def _priors(
         p0 = kept_count(sum(numels.values()), density) / sum(numels.values())
         return {t: p0 for t in numels}
     return {t: counts[t] / numels[t] for t in numels}
-
-
-def _harden(gates: Mapping[str, LogitGate], k: int, counts: Mapping[str, int] | None) -> Masks:
-    logits = {t: g.logits.detach() for t, g in gates.items()}
-    return select_top_k(logits, k) if counts is None else select_by_counts(logits, counts)
-
-
-def _kl_term(
-    gates: Mapping[str, LogitGate], p0: Mapping[str, float], reduction: str
-) -> torch.Tensor:
-    total = sum(g.kl(p0[t]).sum() for t, g in gates.items())
-    if reduction == "mean":
-        total = total / sum(g.logits.numel() for g in gates.values())
-    return total
 
 
 def pun_search(
@@ -208,21 +105,20 @@ def pun_search(
     history: list[dict[str, Any]] = []
     previous: Masks | None = None
     stream = cycle_batches(data)
-    with preserved_state(model):
-        freeze_parameters(model)
+    with frozen(model):
         for step in range(config.steps):
             tau, beta = config.tau_at(step), config.beta_at(step)
             for t in sorted(gates):
                 gates[t].tau = tau
                 gates[t].resample_(generator)
             recon = batch_loss(model, {t: gates[t](w0[t]) for t in targets}, next(stream), loss_fn)
-            kl = _kl_term(gates, p0, config.kl_reduction)
+            kl = prior_kl(gates, p0, config.kl_reduction)
             loss = recon + beta * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if step % config.log_every == 0 or step == config.steps - 1:
-                hard = _harden(gates, k, counts)
+                hard = top_logit_masks(gates, k, counts)
                 entry = {
                     "step": step,
                     "loss": float(loss.detach()),
@@ -237,7 +133,7 @@ def pun_search(
                     entry["eval_loss"] = _eval_hard(model, w0, hard, eval_set, loss_fn)
                 history.append(entry)
                 previous = hard
-    masks = _harden(gates, k, counts)
+    masks = top_logit_masks(gates, k, counts)
     masks.metadata["pun"] = {
         "last": history[-1],
         "config": dataclasses.asdict(config),

@@ -21,9 +21,15 @@ from torch.utils.hooks import RemovableHandle
 
 from punmri.errors import InputError
 from punmri.pruning.allocation import Allocation, check_density, kept_count, layer_counts
-from punmri.pruning.gate import GateMode, LogitGate, default_init_prob, initial_logits
 from punmri.pruning.masks import Masks
-from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.pun.gate import (
+    GateMode,
+    LogitGate,
+    default_init_prob,
+    initial_logits,
+    prior_kl,
+    top_logit_masks,
+)
 from punmri.pruning.targets import prunable_targets, require_owner, signature, validate_targets
 
 
@@ -108,14 +114,12 @@ def set_temperature_(model: nn.Module, tau: float) -> None:
 
 
 def gate_kl(model: nn.Module, p0: float, reduction: str = "mean") -> torch.Tensor:
-    """``mean`` (default) or ``sum`` over all gated entries of ``KL(Bern(p) || Bern(p0))``."""
-    if reduction not in ("mean", "sum"):
-        raise InputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    found = list(gates(model).values())
+    """``mean`` (default) or ``sum`` over all gated entries of ``KL(Bern(p) || Bern(p0))``
+    (:func:`~punmri.pruning.pun.gate.prior_kl`, the PUN search's prior term)."""
+    found = gates(model)
     if not found:
         raise InputError("the model carries no logit gates (call attach_gates first)")
-    total = sum(g.kl(p0).sum() for g in found)
-    return total / sum(g.logits.numel() for g in found) if reduction == "mean" else total
+    return prior_kl(found, p0, reduction)
 
 
 def register_resample_hook(
@@ -131,13 +135,10 @@ def register_resample_hook(
 
 def _top_logits(found: dict[str, LogitGate], density: float, allocation: Allocation) -> Masks:
     """The entries with the largest logits: one global ranking, or exact per-layer counts."""
-    logits = {t: g.logits.detach() for t, g in found.items()}
-    numels = {t: v.numel() for t, v in logits.items()}
-    shapes = {t: tuple(v.shape) for t, v in logits.items()}
+    numels = {t: g.logits.numel() for t, g in found.items()}
+    shapes = {t: tuple(g.logits.shape) for t, g in found.items()}
     counts = layer_counts(numels, density, allocation, shapes)
-    if counts is None:
-        return select_top_k(logits, kept_count(sum(numels.values()), density))
-    return select_by_counts(logits, counts)
+    return top_logit_masks(found, kept_count(sum(numels.values()), density), counts)
 
 
 def set_gate_mode_(

@@ -1,4 +1,4 @@
-"""Checkpoints of masked models with plain parameter names.
+"""State dicts of masked models with plain parameter names (for checkpoints).
 
 A masked model's own ``state_dict()`` has ``<m>.parametrizations.weight.original`` and
 ``<m>.parametrizations.weight.0.mask`` keys that an unpruned model cannot load. These helpers store

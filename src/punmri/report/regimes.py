@@ -1,0 +1,218 @@
+"""The generalization study behind ``docs/RESULTS.md``: its regimes and the statistics it reports.
+
+A *regime* is one ``punmri run`` of ``configs/results.yaml`` with the overrides of
+:data:`REGIMES`: the simulation drawn once per training slice (``fixed``) or for every sample
+(``fresh``), on the whole training slab (``full``) or on :data:`SMALL_SLICES` slices (``small``).
+The batch-normalisation ablation trains :data:`NO_BATCHNORM_METHODS` again with the overrides
+:data:`NO_BATCHNORM` (run directories ``REGIME-nobn``).
+
+A finished run is read once into a :class:`RegimeRun` (metrics and per-slice records); the
+functions here derive from it the numbers the document's tables show: paired differences between
+two methods with bootstrap CIs (:func:`paired_summary`), the PSNR of every network
+(:func:`psnr_by_network`), the shifts harder than ``id`` (:func:`harder_suites`), PUN against its
+controls (:func:`pun_contrasts`) and training instability (:func:`max_val_drop`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..evaluate.statistics import split_seed, suite_statistics, summary_line
+from ..evaluate.tables import SliceRecord, read_slice_csv
+from ..specs import ModelSpec
+
+#: Training slices of the ``small`` regimes (evenly spaced over the training slab).
+SMALL_SLICES = 8
+
+#: Regime name -> config overrides of its run.
+REGIMES: dict[str, tuple[str, ...]] = {
+    "fixed-small": ("physics.fresh=false", f"data.max_train_slices={SMALL_SLICES}"),
+    "fresh-small": ("physics.fresh=true", f"data.max_train_slices={SMALL_SLICES}"),
+    "fixed-full": ("physics.fresh=false", "data.max_train_slices=0"),
+    "fresh-full": ("physics.fresh=true", "data.max_train_slices=0"),
+}
+
+#: The methods of the batch-normalisation ablation: dense, PUN and its random control.
+NO_BATCHNORM_METHODS: tuple[str, ...] = ("dense", "pun", "random")
+
+#: Overrides (on top of a regime's) of the ablation run: a ResNet denoiser without BatchNorm,
+#: trained like the main grid, only :data:`NO_BATCHNORM_METHODS` and the zero-filled baseline.
+NO_BATCHNORM: tuple[str, ...] = (
+    "model.batchnorm=false",
+    f"methods=[{','.join(NO_BATCHNORM_METHODS)}]",
+    "prune.densities=[]",
+    "evaluate.baselines=[zero-filled]",
+)
+
+#: PUN's controls: its mask shuffled within each layer, and a uniform per-layer random mask.
+CONTROLS: tuple[str, ...] = ("pun-shuffled", "random")
+
+#: The classical baselines (no training).
+BASELINES: tuple[str, ...] = ("zero-filled", "cs-l1")
+
+#: A paired-difference summary line (:func:`punmri.evaluate.statistics.summary_line`).
+Summary = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegimeRun:
+    """One finished run of the study.
+
+    Attributes:
+        run_dir: the ``punmri run`` directory.
+        metrics: its ``metrics.json`` contract (``docs/OUTPUTS.md``).
+        records: its per-slice results (``eval/slices.csv``); method names carry ``#sS`` when
+            the run has several seeds.
+    """
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    records: list[SliceRecord]
+
+    @classmethod
+    def load(cls, run_dir: str | Path, metrics: dict[str, Any] | None = None) -> RegimeRun:
+        """Read a finished run; ``metrics`` (e.g. as just returned by the pipeline) replaces
+        reading ``RUN/metrics.json``."""
+        run_dir = Path(run_dir)
+        if metrics is None:
+            path = run_dir / "metrics.json"
+            if not path.is_file():
+                raise InputError(f"{run_dir} has no metrics.json; finish it with `punmri run`")
+            metrics = json.loads(path.read_text())
+        return cls(run_dir, metrics, read_slice_csv(run_dir / "eval" / "slices.csv"))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved configuration (as a nested dict)."""
+        return self.metrics["config"]
+
+    @property
+    def test_seed(self) -> int:
+        """The seed of the run's bootstrap (``evaluate.test_seed``)."""
+        return self.config["evaluate"]["test_seed"]
+
+    @property
+    def summary(self) -> dict[str, Summary]:
+        """Per method, the ID / OOD differences to dense (empty without dense)."""
+        return self.metrics.get("summary", {})
+
+    def history(self, method: str, seed: int) -> list[dict[str, Any]]:
+        """The training history (``TrainResult.history``) of the network ``method`` (a plain
+        method name, e.g. ``pun``), seed ``seed``."""
+        done = ModelSpec(method, seed).directory(self.run_dir) / "train" / "done.json"
+        if not done.is_file():
+            raise InputError(f"{done} does not exist: {method!r} seed {seed} did not finish")
+        return json.loads(done.read_text())["history"]
+
+
+def significance(entry: Mapping[str, float] | None) -> int:
+    """+1 / -1 when the 95% CI of a ``{"mean", "ci_low", "ci_high"}`` entry lies above / below
+    0, else 0 (also for a missing or ``nan`` interval)."""
+    if not entry or entry.get("ci_low") is None or math.isnan(entry["ci_low"]):
+        return 0
+    return 1 if entry["ci_low"] > 0 else -1 if entry["ci_high"] < 0 else 0
+
+
+def paired_summary(
+    records: Sequence[SliceRecord],
+    method: str,
+    reference: str,
+    seed: int,
+    suites: Collection[str] | None = None,
+) -> Summary | None:
+    """ID and mean OOD paired differences ``method - reference`` (PSNR and SSIM, bootstrap 95%
+    CIs) from per-slice records.
+
+    Args:
+        records: per-slice records holding both methods (``NAME`` or ``NAME#sS``).
+        method, reference: plain method names.
+        seed: the bootstrap seed (the run's ``evaluate.test_seed``).
+        suites: shifted suites to average over (default: all); ``id`` is always kept.
+
+    Returns:
+        The :func:`~punmri.evaluate.statistics.summary_line` of ``method``; None when either
+        method has no record.
+    """
+    names = {split_seed(r.method)[0] for r in records}
+    if method not in names or reference not in names:
+        return None
+    if suites is not None:
+        records = [r for r in records if r.suite == "id" or r.suite in suites]
+    stats = suite_statistics(records, [method], reference=reference, seed=seed)
+    return summary_line(stats, method, seed=seed)
+
+
+def psnr_by_network(records: Sequence[SliceRecord]) -> dict[tuple[str, int | None], dict]:
+    """Per network ``(method, seed)`` (seed None for a run with one seed), the PSNR (dB) of each
+    of its slices, split into ``{"id": [...], "ood": [...]}`` (``ood``: every shifted suite)."""
+    per: dict[tuple[str, int | None], dict[str, list[float]]] = {}
+    for r in records:
+        part = "id" if r.suite == "id" else "ood"
+        per.setdefault(split_seed(r.method), {"id": [], "ood": []})[part].append(r.psnr)
+    return per
+
+
+def harder_suites(metrics: Mapping[str, Any]) -> set[str]:
+    """Shifted suites whose zero-filled PSNR is below the ``id`` suite's (harder inputs); empty
+    when the run has no zero-filled ``id`` PSNR."""
+    info = metrics.get("suites", {})
+    ref = info.get("id", {}).get("zero-filled_psnr")
+    if ref is None:
+        return set()
+    return {s for s, i in info.items() if s != "id" and i.get("zero-filled_psnr", math.inf) < ref}
+
+
+def pun_contrasts(regimes: Mapping[str, RegimeRun]) -> dict[str, dict[str, Summary]]:
+    """Per regime, the paired summary of PUN minus each of :data:`CONTROLS` the run has (over
+    the same slices and seeds)."""
+    out: dict[str, dict[str, Summary]] = {}
+    for label, run in regimes.items():
+        out[label] = {}
+        for ref in CONTROLS:
+            line = paired_summary(run.records, "pun", ref, run.test_seed)
+            if line is not None:
+                out[label][ref] = line
+    return out
+
+
+def max_val_drop(history: Sequence[Mapping[str, Any]]) -> float:
+    """Largest fall of validation PSNR (dB) between consecutive checks of a training history
+    (``TrainResult.history``); 0 when it never falls."""
+    vals = [h["val_psnr"] for h in history if "val_psnr" in h]
+    return max([a - b for a, b in zip(vals[:-1], vals[1:], strict=True)] + [0.0])
+
+
+def without_batchnorm(records: Sequence[SliceRecord]) -> list[SliceRecord]:
+    """The records of an ablation run's :data:`NO_BATCHNORM_METHODS`, renamed ``NAME-nobn`` (a
+    ``#sS`` suffix kept) so that they can be paired with the main run's records."""
+    out = []
+    for r in records:
+        name, _ = split_seed(r.method)
+        if name in NO_BATCHNORM_METHODS:
+            out.append(dataclasses.replace(r, method=name + "-nobn" + r.method[len(name) :]))
+    return out
+
+
+__all__ = [
+    "BASELINES",
+    "CONTROLS",
+    "NO_BATCHNORM",
+    "NO_BATCHNORM_METHODS",
+    "REGIMES",
+    "SMALL_SLICES",
+    "RegimeRun",
+    "harder_suites",
+    "max_val_drop",
+    "paired_summary",
+    "psnr_by_network",
+    "pun_contrasts",
+    "significance",
+    "without_batchnorm",
+]

@@ -1,0 +1,235 @@
+"""The generalization document ``docs/RESULTS.md``, assembled from the study's finished runs.
+
+:func:`results_document` composes the Markdown (the question, the setting, the answer per regime,
+an optional hand-written discussion, then the tables of :mod:`punmri.report.regime_tables` and
+each regime's own tables and figures); :func:`write_results_doc` writes it with its figures
+(``figures/results/`` next to the document). ``benchmarks/results.py`` runs the regimes and calls
+:func:`write_results_doc`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..io import write_text_atomic
+from .figures import summary_bars
+from .markdown import cost_table, training_table
+from .regime_tables import (
+    batchnorm_tables,
+    control_table,
+    density_table,
+    hard_shift_table,
+    quality_table,
+    regime_map,
+    seed_table,
+    suite_table,
+    verdict,
+)
+from .regimes import SMALL_SLICES, RegimeRun, pun_contrasts
+
+#: Figures of a regime's run report copied into the document (when the run has them).
+REGIME_FIGURES = ("delta_psnr.png", "density.png", "layer_density.png", "training.png")
+
+#: Methods of the regime-map bar chart (those the runs have).
+BAR_METHODS = ("pun", "pun-shuffled", "random", "snip", "imp")
+
+#: Where the document's figures go, relative to the document.
+FIGURES = Path("figures") / "results"
+
+
+def _paths(runs: Mapping[str, RegimeRun], root: Path | None) -> str:
+    """The runs' directories as inline code, relative to ``root`` when below it."""
+    dirs = [run.run_dir for run in runs.values()]
+    shown = [
+        p.relative_to(root) if root is not None and p.is_relative_to(root) else p for p in dirs
+    ]
+    return ", ".join(f"`{p}`" for p in shown)
+
+
+def _setting(regimes: Mapping[str, RegimeRun]) -> str:
+    """The paragraph stating the setting (from the first regime's config)."""
+    cfg = next(iter(regimes.values())).config
+    d, p, m, t, pr = cfg["data"], cfg["physics"], cfg["model"], cfg["train"], cfg["prune"]
+    swept = [r for r in regimes if len(density_table({r: regimes[r]})) > 2]
+    return (
+        f"Setting: `{d['source']}` {d['resolution_mm']} mm {d['view']} slices "
+        f"{d['image_size'][0]}x{d['image_size'][1]}, {p['coils']} coils, {p['mask_kind']} "
+        f"{p['acceleration']:g}x, SNR {p['snr_db']:g} dB; MoDL {m['denoiser']} "
+        f"{m['channels']}x{m['depth']}, K={m['unrolls']}, CG={m['cg_iterations']}; Adam lr "
+        f"{t['lr']:g}, batch {t['batch_size']}, training to a validation plateau (validation "
+        f"every {t['val_every']} steps, patience {t['patience']}, cap {t['steps']} steps; the "
+        f"best-validation checkpoint is tested); seeds {cfg['seeds']}; pruning at density "
+        f"{pr['density']:g} (PUN also at {pr['densities']} in {', '.join(swept) or 'none'})."
+        " Regimes: `fixed` = one undersampling mask, phase and coil set per training slice drawn "
+        "once, `fresh` = redrawn for every sample; `full` = the whole training slab, `small` = "
+        f"{SMALL_SLICES} evenly spaced training slices."
+    )
+
+
+def _batchnorm_section(
+    regimes: Mapping[str, RegimeRun], ablation: Mapping[str, RegimeRun], root: Path | None
+) -> list[str]:
+    """The section comparing dense, PUN and random with and without BatchNorm."""
+    per_seed, differences = batchnorm_tables(regimes, ablation)
+    return [
+        "## Dense training without batch normalisation",
+        "",
+        "The same training with a denoiser without BatchNorm (`model.batchnorm=false`; dense, PUN "
+        f"and `random` only; run directories {_paths(ablation, root)}), to test whether the "
+        "unstable dense trainings come from batch statistics at batch size 2 in a denoiser shared "
+        "by all unrolls. ID / mean OOD PSNR (dB) per seed, in brackets the largest fall of "
+        "validation PSNR between consecutive checks (dB):",
+        "",
+        *per_seed,
+        "",
+        "Paired differences (same slices and seeds, bootstrap 95% CIs):",
+        "",
+        *differences,
+        "",
+    ]
+
+
+def _regime_section(label: str, run: RegimeRun) -> list[str]:
+    """One regime's per-suite table, training and cost tables and its figures (those it has,
+    linked under :data:`FIGURES` as ``LABEL_NAME.png``)."""
+    lines = [
+        f"## Regime `{label}`",
+        "",
+        "Per-suite difficulty (zero-filled and dense PSNR) and paired PSNR difference to dense:",
+        "",
+        *suite_table(run),
+        "",
+        "Training (the final checkpoint's validation PSNR shows the over-fitting that early "
+        "stopping avoided):",
+        "",
+        training_table(run.metrics),
+        "",
+        "Cost per network (mean over seeds):",
+        "",
+        cost_table(run.metrics),
+        "",
+    ]
+    for fig in REGIME_FIGURES:
+        if (run.run_dir / "figures" / fig).is_file():
+            lines += [f"![{label} {fig}]({(FIGURES / f'{label}_{fig}').as_posix()})", ""]
+    return lines
+
+
+def results_document(
+    regimes: Mapping[str, RegimeRun],
+    command: str,
+    discussion: str | None = None,
+    ablation: Mapping[str, RegimeRun] | None = None,
+    root: Path | None = None,
+) -> str:
+    """The Markdown of ``docs/RESULTS.md`` (figures are not written; see
+    :func:`write_results_doc`).
+
+    Args:
+        regimes: regime name -> finished run, in the document's order (at least one; the setting
+            is read from the first).
+        command: the command that generated the document (stated under the title).
+        discussion: hand-written Markdown about these numbers, placed under the answer.
+        ablation: regime name (a key of ``regimes``) -> its run without BatchNorm
+            (:data:`~punmri.report.regimes.NO_BATCHNORM`).
+        root: run directories below it are shown relative to it (the repository root).
+    """
+    if not regimes:
+        raise ValueError("regimes is empty: the document needs at least one finished run")
+    contrasts = pun_contrasts(regimes)
+    lines = [
+        "# Does pruning at initialisation (PUN) generalise better than dense MoDL?",
+        "",
+        f"Generated by `{command}` from the run directories {_paths(regimes, root)}.",
+        "",
+        _setting(regimes),
+        "",
+        "Differences are paired (same slices, same seeds) mean PSNR differences with percentile "
+        "bootstrap 95% confidence intervals (slices resampled, a slice's seeds kept together); "
+        "OOD is the mean over the shifted suites, each shift weighted equally. `pun-shuffled` is "
+        "PUN's mask shuffled within each layer (the same per-layer counts): the control that "
+        "tells whether PUN's choice of weights matters or only its layer allocation. `random` is "
+        "a uniform per-layer random mask.",
+        "",
+        "## Answer",
+        "",
+        *verdict(regimes, contrasts),
+    ]
+    if ablation:
+        nobn = {f"{r} without BatchNorm": run for r, run in ablation.items()}
+        lines += verdict(nobn, pun_contrasts(nobn))
+    lines.append("")
+    if discussion is not None:
+        lines += [discussion.strip(), ""]
+    lines += [
+        "## Regime map: difference to dense",
+        "",
+        *regime_map(regimes),
+        "",
+        f"![ID and OOD difference to dense per regime]({(FIGURES / 'regimes.png').as_posix()})",
+        "",
+        "## Only the shifts harder than `id`",
+        "",
+        "Mean PSNR difference to dense (dB) over the shifted suites whose zero-filled PSNR is "
+        "below the `id` suite's:",
+        "",
+        *hard_shift_table(regimes),
+        "",
+        "## Seed by seed",
+        "",
+        "ID / mean OOD PSNR (dB) of each seed's network (the confidence intervals above resample "
+        "slices, not seeds):",
+        "",
+        *seed_table(regimes),
+        "",
+        "## PUN against its controls",
+        "",
+        *control_table(contrasts),
+        "",
+        "## How good the reference is",
+        "",
+        "Mean PSNR (dB) in distribution and over the shifted suites:",
+        "",
+        *quality_table(regimes),
+        "",
+    ]
+    sweep = density_table(regimes)
+    if sweep:
+        lines += ["## PUN at other densities", "", *sweep, ""]
+    if ablation:
+        lines += _batchnorm_section(regimes, ablation, root)
+    for label, run in regimes.items():
+        lines += _regime_section(label, run)
+    return "\n".join(lines) + "\n"
+
+
+def write_results_doc(
+    regimes: Mapping[str, RegimeRun],
+    doc: str | Path,
+    command: str,
+    discussion: str | None = None,
+    ablation: Mapping[str, RegimeRun] | None = None,
+    root: Path | None = None,
+) -> Path:
+    """Write :func:`results_document` to ``doc`` and its figures to ``figures/results/`` next to
+    it: the regime-map bar chart (``regimes.png``) and each regime's :data:`REGIME_FIGURES`
+    (copied as ``REGIME_NAME.png``). Arguments as :func:`results_document`; returns ``doc``."""
+    doc = Path(doc)
+    text = results_document(regimes, command, discussion, ablation, root)
+    figures = doc.parent / FIGURES
+    figures.mkdir(parents=True, exist_ok=True)
+    first = next(iter(regimes.values()))
+    bars = [m for m in BAR_METHODS if m in first.summary]
+    summary_bars({r: run.summary for r, run in regimes.items()}, bars, figures / "regimes.png")
+    for label, run in regimes.items():
+        for fig in REGIME_FIGURES:
+            src = run.run_dir / "figures" / fig
+            if src.is_file():
+                shutil.copyfile(src, figures / f"{label}_{fig}")
+    write_text_atomic(doc, text)
+    return doc
+
+
+__all__ = ["REGIME_FIGURES", "RegimeRun", "results_document", "write_results_doc"]
