@@ -229,3 +229,26 @@ def test_console_summary_is_one_table(trained_run, capsys):
     rows = {line.split()[0] for line in out[2:5]}
     assert rows == {"zero-filled", "cs-l1", "dense"}
     assert any(line.startswith("report: ") for line in out)
+
+
+def test_eval_of_a_new_source_reuses_the_runs_suites(trained_run, tmp_path, monkeypatch):
+    import punmri.pipeline
+
+    evaluated = []
+    real = punmri.pipeline.evaluate_methods
+
+    def spy(recons, suites, *args, **kwargs):
+        evaluated.extend(s.name for s in suites)
+        return real(recons, suites, *args, **kwargs)
+
+    monkeypatch.setattr(punmri.pipeline, "evaluate_methods", spy)
+    np.save(tmp_path / "more.npy", np.random.default_rng(1).uniform(size=(2, 30, 30)))
+    out = tmp_path / "eval"
+    args = ["eval", "--run", str(trained_run), "--data", str(tmp_path / "more.npy")]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert evaluated == ["more"]  # the run's own suite is taken from its slices.csv
+    run = json.loads((trained_run / "metrics.json").read_text())["methods"]
+    new = json.loads((out / "metrics.json").read_text())["methods"]
+    for method in ("dense", "zero-filled", "cs-l1"):
+        assert new[method]["suites"]["id"] == run[method]["suites"]["id"]
+        assert new[method]["suites"]["more"]["n"] == 2

@@ -154,12 +154,14 @@ def test_standard_suites_yaml_round_trips(tmp_path: Path) -> None:
 
 
 def test_score_adds_roi_metrics_on_lesion_suites(splits: dict[str, ImageSet]) -> None:
-    from punmri.evaluate.runner import score
+    from punmri.evaluate.runner import score_slice
 
     idd, lesions = build_suites(_config(SuiteConfig(name="lesions", lesions=True)), splits)
     for suite in (idd, lesions):
         preds = np.stack([0.9 * s.target for s in suite.samples])
-        records = score("half", suite, preds)
+        records = [
+            score_slice("half", suite.name, s, p) for s, p in zip(suite.samples, preds, strict=True)
+        ]
         assert [r.slice_name for r in records] == [s.name for s in suite.samples]
         if suite is idd:
             assert all(r.extra == {} for r in records)

@@ -39,7 +39,13 @@ def _require(ok: bool, name: str, expected: str, value: Any) -> None:
 class DataConfig:
     """Where images come from and how they are split."""
 
-    source: str = _f("colin27", "'colin27' (mricron-data T1 head) or 'phantom' (procedural, tests)")
+    source: str = _f(
+        "colin27",
+        "'colin27' (mricron-data T1 head), 'phantom' (procedural, tests), a NIfTI path, or "
+        "'fastmri' (measured multi-coil k-space under data.root)",
+    )
+    root: str = _f("", "source fastmri: folder with train/ val/ test/ of fastMRI .h5 files")
+    cache: str = _f("", "source fastmri: prepared cache; empty = ROOT/.punmri-cache")
     paths: tuple[str, ...] = _f((), "extra image sources (NIfTI/DICOM/NumPy/PNG/fastMRI) for eval")
     resolution_mm: float = _f(2.0, "isotropic resampling of the volume in mm")
     image_size: tuple[int, int] = _f((96, 80), "image size (H, W) after centre crop/pad")
@@ -66,6 +72,12 @@ class DataConfig:
             self.slab_fractions,
         )
         _require(self.slab_gap >= 0, "data.slab_gap", "an integer >= 0", self.slab_gap)
+        _require(
+            self.source != "fastmri" or bool(self.root),
+            "data.root",
+            "a folder with train/ val/ test/ when data.source is fastmri",
+            self.root,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,14 @@ class PhysicsConfig:
     snr_db: float | None = _f(40.0, "k-space SNR in dB over sampled points; null = noiseless")
     phase_amplitude: float = _f(3.14159, "peak amplitude of the smooth random phase in radians")
     fresh: bool = _f(True, "redraw mask, phase, coils and noise for every training sample")
+    accelerations: tuple[float, ...] = _f(
+        (),
+        "measured k-space: accelerations drawn per sample (fastMRI style); empty = [acceleration]",
+    )
+    center_fractions: tuple[float, ...] = _f(
+        (),
+        "measured k-space: centre fractions paired with accelerations; empty = [center_fraction]",
+    )
 
     def __post_init__(self) -> None:
         _require(self.acceleration >= 1, "physics.acceleration", "a factor >= 1", self.acceleration)
@@ -93,6 +113,12 @@ class PhysicsConfig:
             self.center_fraction,
         )
         _require(self.coils >= 1, "physics.coils", "at least 1 coil", self.coils)
+        _require(
+            len(self.center_fractions) in (0, len(self.accelerations)),
+            "physics.center_fractions",
+            "one fraction per entry of physics.accelerations (or none)",
+            self.center_fractions,
+        )
 
 
 @dataclass(frozen=True)

@@ -104,10 +104,7 @@ class MethodContext:
 
     def stream(self, seed: int) -> TrainingStream:
         """The deterministic training stream of ``seed``."""
-        s = self.data.splits["train"]
-        return TrainingStream.simulated(
-            s.images, s.names, self.cfg.physics, seed, self.cfg.train.augment
-        )
+        return TrainingStream(self.data.train_source(seed), seed)
 
     def batches(
         self, seed: int, n: int, offset: int, batch_size: int | None = None

@@ -28,11 +28,18 @@ import yaml
 from . import __version__
 from .config import RunConfig, load_config, save_config, to_dict
 from .data.anatomy import training_splits
-from .data.batches import collate
+from .data.batches import SimulatedSlices, collate
+from .data.measured import (
+    LazySamples,
+    MeasuredSlices,
+    check_root,
+    measured_dataset,
+    prepared_root,
+)
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
-from .evaluate.shifts import build_suites
+from .evaluate.shifts import build_measured_suites, build_suites
 from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
@@ -153,10 +160,35 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
 def load_run_data(cfg: RunConfig, extra_sources: Sequence[str] = ()) -> RunData:
     """Splits, validation batches and the test suites: ``evaluate.suites`` (``id`` first), then
     one per source in ``data.paths`` and ``extra_sources``."""
+    if cfg.data.source == "fastmri":
+        return _measured_run_data(cfg, extra_sources)
     splits = training_splits(cfg.data)
     val = simulated_suite("val", splits["val"], cfg.physics, cfg.evaluate.test_seed)
     suites = build_suites(cfg, splits, extra_sources)
-    return RunData(splits, val, suites, cfg.train.batch_size)
+    train = splits["train"]
+
+    def train_source(seed: int) -> SimulatedSlices:
+        return SimulatedSlices(train.images, train.names, cfg.physics, seed, cfg.train.augment)
+
+    return RunData(splits, val, suites, cfg.train.batch_size, train_source)
+
+
+def _measured_run_data(cfg: RunConfig, extra_sources: Sequence[str]) -> RunData:
+    """The data of a ``data.source: fastmri`` run: ``data.root``'s train/val/test folders,
+    prepared on first use, read lazily at native resolution."""
+    root = check_root(cfg.data)
+    cache = prepared_root(root, cfg.data.cache)
+    seed = cfg.evaluate.test_seed
+    val_data = measured_dataset(root, cache, "val", cfg.physics, seed, fixed_masks=True)
+    val_samples = list(LazySamples(val_data, cfg.data.max_val_slices))
+    val = Suite("val", val_samples, cfg.physics, "validation volumes")
+    suites = build_measured_suites(cfg, cache, extra_sources)
+
+    def train_source(seed: int) -> MeasuredSlices:
+        data = measured_dataset(root, cache, "train", cfg.physics, seed, fixed_masks=False)
+        return MeasuredSlices(data, cfg.physics.fresh)
+
+    return RunData({}, val, suites, cfg.train.batch_size, train_source)
 
 
 def train_spec(
@@ -228,13 +260,17 @@ def _recons(
 
 
 def evaluation_fingerprint(
-    cfg: RunConfig, models_dir: Path, specs: Sequence[ModelSpec], sources: Sequence[str] = ()
+    cfg: RunConfig,
+    models_dir: Path,
+    specs: Sequence[ModelSpec],
+    sources: Sequence[str] = (),
+    reused: Sequence[Path] = (),
 ) -> str | None:
     """Digest of everything evaluation depends on: the config (less name, device and threads),
-    every network's weights, mask, training record and costs (from ``models_dir``), and the
-    test sources outside the run (size and modification time); ``None`` while a network is
-    unfinished."""
-    files: list[Path] = []
+    every network's weights, mask, training record and costs (from ``models_dir``), the test
+    sources outside the run (size and modification time) and the record files it ``reused``;
+    ``None`` while a network is unfinished."""
+    files: list[Path] = [p for p in reused if p.is_file()]
     for spec in specs:
         directory = spec.directory(models_dir)
         if not (directory / "costs.json").is_file():
@@ -267,9 +303,13 @@ def evaluate_and_report(
     progress: bool = True,
     started: float | None = None,
     digest: str | None = None,
+    cached: tuple[Sequence[SliceRecord], Sequence[SliceRecord]] = ((), ()),
 ) -> dict:
     """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
     report into ``out_dir``; return the metrics.
+
+    ``cached`` holds slice and volume records already computed (by the trained run, for
+    ``punmri eval``): their suites are not evaluated again.
 
     With ``digest`` (:func:`evaluation_fingerprint`) the stage is skipped when ``out_dir`` holds
     an evaluation of the same inputs, and marked done after writing. ``wall_s`` in metrics.json
@@ -280,11 +320,17 @@ def evaluate_and_report(
     if done is not None:
         return done
     recons = _recons(cfg, out_dir, data, trained)
-    records, images = evaluate_methods(
-        recons, data.suites, progress, keep_images=cfg.evaluate.figure_slices
+    reused = {r.suite for r in cached[0]}
+    todo = [s for s in data.suites if s.name not in reused]
+    records, images, volumes = evaluate_methods(
+        recons, todo, progress, keep_images=cfg.evaluate.figure_slices
     )
+    records, volumes = [*cached[0], *records], [*cached[1], *volumes]
     write_slice_csv(records, out_dir / "eval" / "slices.csv")
     metrics = summarize(records, trained, cfg, data.suites)
+    if volumes:  # measured suites: fastMRI's per-volume metrics beside the per-slice ones
+        write_slice_csv(volumes, out_dir / "eval" / "volumes.csv")
+        metrics["volumes"] = aggregate(volumes)["methods"]
     previous = _recorded_wall_s(out_dir)
     if started is not None:
         metrics["wall_s"] = (previous or 0.0) + time.perf_counter() - started
@@ -345,8 +391,10 @@ def report_run(run_dir: str | Path, progress: bool = True) -> dict:
     trained = [load_trained(cfg, spec, run_dir) for spec in model_specs(cfg)]
     k = cfg.evaluate.figure_slices
     heads = [dataclasses.replace(s, samples=s.samples[:k]) for s in data.suites]
-    _, images = evaluate_methods(_recons(cfg, run_dir, data, trained), heads, progress, k)
+    _, images, _ = evaluate_methods(_recons(cfg, run_dir, data, trained), heads, progress, k)
     metrics = summarize(read_slice_csv(csv), trained, cfg, data.suites)
+    if (run_dir / "eval" / "volumes.csv").is_file():
+        metrics["volumes"] = aggregate(read_slice_csv(run_dir / "eval" / "volumes.csv"))["methods"]
     recorded = _recorded_wall_s(run_dir)
     if recorded is not None:
         metrics["wall_s"] = recorded
@@ -363,9 +411,10 @@ def evaluate_run(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Evaluate every trained model of ``run_dir`` and the baselines on the run's ``id`` suite and
-    on each extra source (one suite per source), with the run's simulation settings unless
-    ``overrides`` change them; outputs go to ``out``."""
+    """Evaluate every trained model of ``run_dir`` and the baselines on each extra source (one
+    suite per source) and on the run's own suites, with the run's settings unless ``overrides``
+    change them; outputs go to ``out``. Without overrides the run's own suites are not evaluated
+    again: their records are taken from the run's ``eval/`` CSVs."""
     run_dir = Path(run_dir)
     train_cfg = load_run_config(run_dir)
     cfg = load_config(run_dir / "config.yaml", overrides)
@@ -378,13 +427,28 @@ def evaluate_run(
     t0 = time.perf_counter()
     out_dir = prepare_run_dir(cfg, out, overwrite)
     specs = model_specs(train_cfg)
-    digest = evaluation_fingerprint(cfg, run_dir, specs, sources)
+    reusable = _reusable_evaluation(run_dir, train_cfg, cfg)
+    digest = evaluation_fingerprint(cfg, run_dir, specs, sources, reusable)
     done = finished_evaluation(out_dir, digest)
     if done is not None:
         return done
     data = load_run_data(cfg, sources)
     trained = [load_trained(train_cfg, spec, run_dir) for spec in specs]
-    return evaluate_and_report(cfg, out_dir, data, trained, progress, started=t0, digest=digest)
+    slices, volumes = [read_slice_csv(p) if p.is_file() else [] for p in reusable] or [[], []]
+    return evaluate_and_report(
+        cfg, out_dir, data, trained, progress, started=t0, digest=digest, cached=(slices, volumes)
+    )
+
+
+def _reusable_evaluation(run_dir: Path, train_cfg: RunConfig, cfg: RunConfig) -> list[Path]:
+    """The trained run's ``eval/slices.csv`` and ``eval/volumes.csv`` when ``punmri eval`` may
+    reuse them: the run's evaluation is complete and ``cfg`` evaluates its suites as it did
+    (only ``data.paths`` added); else an empty list (everything is evaluated)."""
+    ignore = (("name",), ("data", "paths"))
+    same = _without(to_dict(cfg), ignore) == _without(to_dict(train_cfg), ignore)
+    if not same or not (run_dir / EVALUATION_MARKER).is_file():
+        return []
+    return [run_dir / "eval" / "slices.csv", run_dir / "eval" / "volumes.csv"]
 
 
 def summarize(

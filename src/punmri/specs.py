@@ -9,12 +9,13 @@ for its types.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from .data.batches import Batch, batches
+from .data.batches import Batch, SliceSource, batches
 from .data.sources import ImageSet
 from .evaluate.suites import Suite
 from .pruning import Masks
@@ -56,12 +57,14 @@ class TrainedModel:
 
 @dataclass
 class RunData:
-    """The run's image splits and fixed validation/test sets."""
+    """The run's data: image splits (simulated sources; empty for measured k-space), the fixed
+    validation and test sets, and ``train_source(seed)``, the training slices of a seed."""
 
     splits: dict[str, ImageSet]
     val: Suite
     suites: list[Suite]
     batch_size: int
+    train_source: Callable[[int], SliceSource]
 
     @property
     def val_batches(self) -> list[Batch]:

@@ -57,13 +57,92 @@ def cmd_recon(args: argparse.Namespace, out_dir: Callable) -> int:
 
 
 def cmd_data(args: argparse.Namespace, out_dir: Callable) -> int:
+    verbs = {"describe": _data_describe, "synth": _data_synth, "prepare": _data_prepare}
+    return verbs[args.data_command](args)
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from ..data.synth import synthesize_fastmri
+
+    width = args.width or 2 * round(0.575 * args.size)
+    summary = synthesize_fastmri(
+        args.out,
+        volumes=args.volumes,
+        slices=args.slices,
+        coils=args.coils,
+        source=args.source,
+        recon_size=(args.size, args.size),
+        width=width,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    counts = ", ".join(f"{split} {len(files)}" for split, files in summary.files.items())
+    print(
+        f"wrote {sum(len(f) for f in summary.files.values())} files ({counts}) of k-space "
+        f"{tuple(summary.kspace_shape)}, targets {tuple(summary.recon_size)}, into "
+        f"{summary.out} in {summary.seconds:.1f} s"
+    )
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from ..data.prepare import prepare_folder
+
+    index = prepare_folder(
+        args.folder,
+        cache=args.cache,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        progress=args.progress,
+    )
+    print(
+        f"prepared {len(index.files)} files ({index.slices} slices) of {args.folder} into "
+        f"{index.cache}"
+    )
+    for bad in index.bad:
+        print(f"  skipped {bad.file}: {bad.error}")
+    return 0
+
+
+def _kspace_files(path: Path) -> list[Path]:
+    """The fastMRI files a path names: an ``.h5`` file, or the ``.h5`` files below a folder
+    (outside prepared caches)."""
+    if path.is_file():
+        return [path] if path.suffix in (".h5", ".hdf5") else []
+    if not path.is_dir():
+        return []
+    return sorted(f for f in path.rglob("*.h5") if ".punmri-cache" not in f.parts)
+
+
+def _describe_kspace(path: Path) -> None:
+    """Print what a fastMRI file or folder holds, and whether the folder is prepared."""
+    from ..data.measured import describe_kspace_file
+    from ..data.prepare import load_index
+
+    for f in _kspace_files(path):
+        print(describe_kspace_file(f))
+    if path.is_dir():
+        try:
+            index = load_index(path)
+            print(f"prepared: {len(index.files)} files, {index.slices} slices in {index.cache}")
+        except InputError as exc:
+            print(f"not prepared for training ({exc})")
+
+
+def _data_describe(args: argparse.Namespace) -> int:
     from ..data.anatomy import training_splits
     from ..data.sources import load_images
 
     cfg = load_config(args.config)
-    if args.paths:
-        images = load_images(args.paths, min_tissue=0.0)
-        sets = {"images": images}
+    kspace = [p for p in args.paths if _kspace_files(Path(p))]
+    for path in kspace:
+        _describe_kspace(Path(path))
+    images_paths = [p for p in args.paths if p not in kspace]
+    if images_paths:
+        sets = {"images": load_images(images_paths, min_tissue=0.0)}
+    elif kspace:
+        return 0
     else:
         sets = training_splits(cfg.data)
     for name, s in sets.items():

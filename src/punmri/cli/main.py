@@ -75,11 +75,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="dense", help="which trained model to use")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
-    p = sub.add_parser("data", help="inspect what a data source yields")
-    p.add_argument("paths", nargs="*", help="files/folders; none = the configured volume")
-    p.add_argument("--config", help="YAML config")
-    p.add_argument("--preview", default=None, help="write a PNG montage here")
+    p = sub.add_parser(
+        "data", help="describe, synthesize or prepare data (punmri data {describe,synth,prepare})"
+    )
+    verbs = p.add_subparsers(dest="data_command", required=True)
+    q = verbs.add_parser("describe", help="what a source yields (the default verb)")
+    q.add_argument("paths", nargs="*", help="files/folders; none = the configured volume")
+    q.add_argument("--config", help="YAML config")
+    q.add_argument("--preview", default=None, help="write a PNG montage here")
+    q = verbs.add_parser("synth", help="write a fastMRI-format multi-coil dataset (offline)")
+    q.add_argument("--out", required=True, help="output folder (gets train/ val/ test/)")
+    q.add_argument("--volumes", type=int, default=6, help="subjects over the three splits")
+    q.add_argument("--slices", type=int, default=8, help="slices per volume")
+    q.add_argument("--coils", type=int, default=8, help="receive coils")
+    q.add_argument("--source", default="colin27", help="colin27, phantom, or NIfTI path(s)")
+    q.add_argument("--size", type=int, default=320, help="recon size (square), e.g. 320")
+    q.add_argument("--width", type=int, default=None, help="k-space width W (default 1.15*size)")
+    q.add_argument("--seed", type=int, default=0, help="seed of subjects, coils and noise")
+    q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    _add_progress(q)
+    q = verbs.add_parser("prepare", help="validate fastMRI files, cache coil maps and an index")
+    q.add_argument("folder", help="folder of fastMRI .h5 files (searched recursively)")
+    q.add_argument("--cache", default=None, help="cache folder (default FOLDER/.punmri-cache)")
+    q.add_argument("--workers", type=int, default=1, help="parallel processes")
+    q.add_argument("--skip-bad", action="store_true", help="list and skip unreadable files")
+    _add_progress(q)
     return parser
+
+
+#: Verbs of ``punmri data``; any other first argument means ``describe`` (``punmri data FILE``).
+DATA_VERBS = ("describe", "synth", "prepare")
+
+
+def _with_data_verb(argv: Sequence[str]) -> list[str]:
+    """``punmri data PATHS ...`` as ``punmri data describe PATHS ...`` (the verb is optional)."""
+    args = list(argv)
+    if args[:1] == ["data"] and (len(args) == 1 or args[1] not in (*DATA_VERBS, "-h", "--help")):
+        args.insert(1, "describe")
+    return args
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
@@ -88,7 +121,8 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``punmri`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_with_data_verb(argv))
     from . import commands
 
     try:

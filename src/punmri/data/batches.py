@@ -10,7 +10,7 @@ uninterrupted run would have seen, with no data-loader state to save, and DataLo
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,9 +82,23 @@ def fixed_samples(
     ]
 
 
+def sample_groups(samples: Iterable[Sample], batch_size: int) -> Iterator[list[Sample]]:
+    """Consecutive groups of at most ``batch_size`` samples, read lazily; a group never mixes
+    k-space shapes (measured volumes differ in width): it ends early where the shape changes."""
+    group: list[Sample] = []
+    for sample in samples:
+        if group and (len(group) == batch_size or sample.kspace.shape != group[0].kspace.shape):
+            yield group
+            group = []
+        group.append(sample)
+    if group:
+        yield group
+
+
 def batches(samples: Sequence[Sample], batch_size: int) -> list[Batch]:
-    """Consecutive batches of a fixed sample list (the last may be smaller)."""
-    return [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
+    """The :func:`sample_groups` of a fixed sample list, collated (the last batch of a shape may
+    be smaller)."""
+    return [collate(group) for group in sample_groups(samples, batch_size)]
 
 
 class SliceSource(Protocol):

@@ -13,7 +13,9 @@ are kept in k-space units (not normalised to [0, 1]) so they stay consistent wit
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,18 @@ def rss_target(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return fit_to_shape(image, size)
 
 
-def _header_sizes(raw: Any) -> dict[str, tuple[int, int, int]]:
-    """``encoded_size`` and ``recon_size`` (x, y, z) from an ISMRMRD XML header, if parseable."""
+def parse_ismrmrd_header(raw: Any) -> dict[str, tuple[int, int, int]] | None:
+    """Geometry from an ISMRMRD XML header (``ismrmrd_header`` dataset value).
+
+    Args:
+        raw: the header as bytes, str or a scalar/byte numpy array.
+
+    Returns:
+        ``None`` when the XML cannot be parsed; else a dict holding, for the entries found and
+        readable, ``encoded_size`` and ``recon_size`` ((x, y, z) matrix sizes of
+        ``encoding/encodedSpace`` and ``encoding/reconSpace``) and ``limits`` ((minimum, maximum,
+        center) of ``encoding/encodingLimits/kspace_encoding_step_1``, the phase-encode lines).
+    """
     if isinstance(raw, np.ndarray):
         raw = raw.item() if raw.shape == () else raw.tobytes()
     if isinstance(raw, bytes):
@@ -79,8 +91,8 @@ def _header_sizes(raw: Any) -> dict[str, tuple[int, int, int]]:
     try:
         root = ET.fromstring(str(raw))
     except ET.ParseError:
-        return {}
-    sizes: dict[str, tuple[int, int, int]] = {}
+        return None
+    found: dict[str, tuple[int, int, int]] = {}
     for tag, key in (("encodedSpace", "encoded_size"), ("reconSpace", "recon_size")):
         node = root.find(f".//{{*}}encoding/{{*}}{tag}/{{*}}matrixSize")
         if node is None:
@@ -89,8 +101,23 @@ def _header_sizes(raw: Any) -> dict[str, tuple[int, int, int]]:
             dims = tuple(int(node.findtext(f"{{*}}{ax}", "1")) for ax in ("x", "y", "z"))
         except ValueError:
             continue
-        sizes[key] = (dims[0], dims[1], dims[2])
-    return sizes
+        found[key] = (dims[0], dims[1], dims[2])
+    node = root.find(".//{*}encoding/{*}encodingLimits/{*}kspace_encoding_step_1")
+    if node is not None:
+        texts = [node.findtext(f"{{*}}{name}") for name in ("minimum", "maximum", "center")]
+        try:
+            values = [int(str(text).strip()) for text in texts]
+        except ValueError:
+            values = []
+        if len(values) == 3:
+            found["limits"] = (values[0], values[1], values[2])
+    return found
+
+
+def _header_sizes(raw: Any) -> dict[str, tuple[int, int, int]]:
+    """``encoded_size`` and ``recon_size`` (x, y, z) from an ISMRMRD XML header, if parseable."""
+    parsed = parse_ismrmrd_header(raw) or {}
+    return {key: parsed[key] for key in ("encoded_size", "recon_size") if key in parsed}
 
 
 def _plain(value: Any) -> Any:
@@ -148,6 +175,63 @@ def _read_target(fh: Any, key: str, path: Path, n_slices: int) -> Any:
     return ds
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn h5py errors while reading ``path`` into one-line :class:`InputError`.
+
+    h5py raises ``OSError``, ``KeyError`` or ``RuntimeError`` on truncated or damaged datasets;
+    an :class:`InputError` raised inside passes through unchanged.
+    """
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise InputError(
+            f"{path}: failed reading fastMRI data ({type(exc).__name__}: {exc}); the file may be "
+            "truncated or corrupt"
+        ) from exc
+
+
+def _kspace_dataset(fh: Any, path: Path) -> Any:
+    """The ``kspace`` dataset of an open fastMRI file, checked to be a complex HDF5 dataset.
+
+    Args:
+        fh: the open ``h5py.File``.
+        path: the file's path (for messages).
+
+    Returns:
+        The ``h5py.Dataset`` (not read); its number of dimensions is left to the caller.
+    """
+    import h5py
+
+    ds = fh.get("kspace")
+    if not isinstance(ds, h5py.Dataset):
+        raise InputError(
+            f"{path}: no 'kspace' dataset (found {sorted(fh.keys())}); expected a fastMRI file"
+        )
+    if ds.dtype.kind != "c":
+        raise InputError(f"{path}: 'kspace' has dtype {ds.dtype}; expected complex (complex64)")
+    return ds
+
+
+def _read_mask(fh: Any, path: Path, width: int) -> np.ndarray | None:
+    """The file's stored sampling ``mask`` (test split) as (W,) float32, or ``None``.
+
+    Args:
+        fh: the open ``h5py.File``.
+        path: the file's path (for messages).
+        width: W, the length of the k-space's last (phase-encode) axis.
+    """
+    if "mask" not in fh:
+        return None
+    mask = np.asarray(fh["mask"][()], dtype=np.float32)
+    if mask.shape != (width,):
+        raise InputError(
+            f"{path}: 'mask' has shape {mask.shape}; expected ({width},) along the last "
+            "k-space axis"
+        )
+    return mask
+
+
 def read_fastmri(path: str | Path, slices: slice | None = None) -> list[FastMRISlice]:
     """Read slices of a fastMRI HDF5 file.
 
@@ -162,28 +246,12 @@ def read_fastmri(path: str | Path, slices: slice | None = None) -> list[FastMRIS
     if slices is not None and not isinstance(slices, slice):
         raise InputError(f"slices: expected a slice object or None, got {slices!r}")
     fh = _open(path)
-    try:
-        with fh:
-            return _read_open_file(fh, path, slices)
-    except InputError:
-        raise
-    except (OSError, KeyError, RuntimeError) as exc:  # h5py errors on damaged datasets
-        raise InputError(
-            f"{path}: failed reading fastMRI data ({type(exc).__name__}: {exc}); the file may be "
-            "truncated or corrupt"
-        ) from exc
+    with _reading(path), fh:
+        return _read_open_file(fh, path, slices)
 
 
 def _read_open_file(fh: Any, path: Path, slices: slice | None) -> list[FastMRISlice]:
-    import h5py
-
-    ds = fh.get("kspace")
-    if not isinstance(ds, h5py.Dataset):
-        raise InputError(
-            f"{path}: no 'kspace' dataset (found {sorted(fh.keys())}); expected a fastMRI file"
-        )
-    if ds.dtype.kind != "c":
-        raise InputError(f"{path}: 'kspace' has dtype {ds.dtype}; expected complex (complex64)")
+    ds = _kspace_dataset(fh, path)
     if ds.ndim not in (3, 4):
         raise InputError(
             f"{path}: 'kspace' has shape {ds.shape}; expected (slices, coils, H, W) multi-coil "
@@ -200,14 +268,7 @@ def _read_open_file(fh: Any, path: Path, slices: slice | None) -> list[FastMRISl
 
     key = TARGET_KEYS[multicoil]
     target_ds = _read_target(fh, key, path, n_slices)
-    mask = None
-    if "mask" in fh:
-        mask = np.asarray(fh["mask"][()], dtype=np.float32)
-        if mask.shape != (width,):
-            raise InputError(
-                f"{path}: 'mask' has shape {mask.shape}; expected ({width},) along the last "
-                "k-space axis"
-            )
+    mask = _read_mask(fh, path, width)
 
     out: list[FastMRISlice] = []
     for index in range(n_slices)[slices if slices is not None else slice(None)]:

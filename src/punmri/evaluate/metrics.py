@@ -159,6 +159,31 @@ def slice_metrics(
     return {"psnr": _psnr(t, p, dr), "ssim": _ssim(t, p, dr), "nmse": nmse(t, p, name=name)}
 
 
+def volume_metrics(
+    target: Any, pred: Any, data_range: float | None = None, *, name: str = "volume"
+) -> dict[str, float]:
+    """fastMRI's per-volume metrics of magnitude volumes ``(S, H, W)``: PSNR and NMSE over the
+    whole volume, SSIM the mean of the slices' SSIMs, all with ``data_range`` (default: the target
+    volume's maximum) as the peak. All ``nan`` if ``pred`` is not finite."""
+    t, p = _magnitude(target, f"target of {name}"), _magnitude(pred, f"prediction of {name}")
+    if t.ndim != 3 or t.shape != p.shape:
+        raise InputError(
+            f"{name}: volume metrics need equal (S, H, W) volumes; got {t.shape} and {p.shape}"
+        )
+    dr = _data_range(t, data_range, name)
+    if not np.isfinite(p).all():
+        return {"psnr": float("nan"), "ssim": float("nan"), "nmse": float("nan")}
+    ssims = [_ssim(ts, ps, dr) for ts, ps in zip(t, p, strict=True)]
+    denom = float(np.sum(t**2))
+    if denom == 0:
+        raise InputError(f"{name}: NMSE is undefined for an all-zero target volume")
+    return {
+        "psnr": _psnr(t, p, dr),
+        "ssim": float(np.mean(ssims)),
+        "nmse": float(np.sum((t - p) ** 2) / denom),
+    }
+
+
 def _padded_box(roi: np.ndarray, pad: int) -> tuple[slice, slice]:
     """Bounding box of ``roi`` padded by ``pad``, clipped to the image, at least 7x7 if possible."""
     slices = []

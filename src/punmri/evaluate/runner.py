@@ -9,10 +9,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.batches import batches
+from ..data.batches import collate, sample_groups
+from ..data.simulate import Sample
+from ..data.volumes import fit_to_shape
 from ..errors import InputError
 from .baselines import cs_l1_wavelet, zero_filled
-from .metrics import roi_metrics, slice_metrics
+from .metrics import roi_metrics, slice_metrics, volume_metrics
 from .suites import Suite
 from .tables import SliceRecord
 
@@ -51,36 +53,100 @@ def baseline_recon(name: str, cs_lamda: float, cs_iterations: int) -> ReconFn:
     raise InputError(f"evaluate.baselines: unknown baseline {name!r}; use zero-filled or cs-l1")
 
 
-def reconstruct(recon: ReconFn, suite: Suite, batch_size: int = 8) -> np.ndarray:
-    """Reconstruct every slice of ``suite``: complex64 ``(N, H, W)``."""
-    out = [recon(b.kspace, b.maps, b.mask) for b in batches(suite.samples, batch_size)]
-    return torch.cat(out).numpy()
+def _reference(sample: Sample, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """``(target, prediction, data range)`` magnitudes a slice is scored on.
+
+    Simulated slices: the target image and the whole reconstruction (data range: the target's
+    max). Measured slices (``extras["rss"]``, fastMRI): the stored RSS reconstruction against the
+    reconstruction's magnitude centre-cropped to its size (and brought back to the reference's
+    units by ``extras["scale"]``), with the volume's maximum (``extras["max"]``) as data range, as
+    fastMRI's evaluation does.
+    """
+    if "rss" not in sample.extras:
+        return sample.target, image, None
+    rss = np.asarray(sample.extras["rss"])
+    crop = fit_to_shape(np.abs(image), rss.shape) * float(sample.extras.get("scale", 1.0))
+    vmax = sample.extras.get("max")
+    return rss, crop, None if vmax is None else float(vmax)
 
 
-def score(method: str, suite: Suite, images: np.ndarray) -> list[SliceRecord]:
-    """Per-slice PSNR/SSIM/NMSE of reconstructions ``(N, H, W)`` against the suite's targets.
+def score_slice(method: str, suite: str, sample: Sample, image: np.ndarray) -> SliceRecord:
+    """PSNR/SSIM/NMSE of one reconstruction ``(H, W)`` (complex) of ``sample``.
 
     A sample whose ``extras`` hold a ``"roi"`` mask ``(H, W)`` bool (a lesion suite) also gets
     ``roi_psnr``, ``roi_ssim`` and ``lesion_contrast_error`` (:func:`roi_metrics`) in the
     record's ``extra``.
     """
-    records = []
-    for sample, image in zip(suite.samples, images, strict=True):
-        m = slice_metrics(sample.target, image, name=sample.name)
-        extra: dict[str, float] = {}
-        if "roi" in sample.extras:
-            roi = roi_metrics(sample.target, image, sample.extras["roi"], name=sample.name)
-            extra = {
-                "roi_psnr": roi["psnr"],
-                "roi_ssim": roi["ssim"],
-                "lesion_contrast_error": roi["contrast_error"],
-            }
-        records.append(
-            SliceRecord(
-                method, suite.name, sample.name, m["psnr"], m["ssim"], m["nmse"], extra=extra
+    target, pred, data_range = _reference(sample, image)
+    m = slice_metrics(target, pred, data_range, name=sample.name)
+    extra: dict[str, float] = {}
+    if "roi" in sample.extras:
+        roi = roi_metrics(sample.target, image, sample.extras["roi"], name=sample.name)
+        extra = {
+            "roi_psnr": roi["psnr"],
+            "roi_ssim": roi["ssim"],
+            "lesion_contrast_error": roi["contrast_error"],
+        }
+    return SliceRecord(method, suite, sample.name, m["psnr"], m["ssim"], m["nmse"], extra=extra)
+
+
+class _VolumeScorer:
+    """Collects the cropped magnitudes of one measured volume at a time (memory: one volume) and
+    scores each finished volume with fastMRI's per-volume metrics (as a :class:`SliceRecord`
+    whose ``slice_name`` is the volume's name)."""
+
+    def __init__(self, method: str, suite: str) -> None:
+        self.method, self.suite = method, suite
+        self.volume: str | None = None
+        self.targets: list[np.ndarray] = []
+        self.preds: list[np.ndarray] = []
+        self.data_range: float | None = None
+        self.records: list[SliceRecord] = []
+
+    def add(self, sample: Sample, image: np.ndarray) -> None:
+        volume = sample.extras.get("volume")
+        if volume is None or "rss" not in sample.extras:
+            return
+        if volume != self.volume:
+            self.finish()
+            self.volume = str(volume)
+        target, pred, self.data_range = _reference(sample, image)
+        self.targets.append(target)
+        self.preds.append(pred)
+
+    def finish(self) -> list[SliceRecord]:
+        if self.volume is not None and self.targets:
+            m = volume_metrics(
+                np.stack(self.targets), np.stack(self.preds), self.data_range, name=self.volume
             )
-        )
-    return records
+            self.records.append(SliceRecord(self.method, self.suite, self.volume, **m))
+        self.volume, self.targets, self.preds = None, [], []
+        return self.records
+
+
+def evaluate_suite(
+    method: str, recon: ReconFn, suite: Suite, keep_images: int = 0, batch_size: int = 8
+) -> tuple[list[SliceRecord], list[SliceRecord], np.ndarray | None]:
+    """Reconstruct and score every slice of ``suite`` with ``recon``, streaming batches (slices
+    are read, reconstructed and scored a batch at a time; a batch never mixes shapes).
+
+    Returns:
+        the slice records, the per-volume records of measured suites (else empty), and the first
+        ``keep_images`` reconstructions (complex ``(k, H, W)``, or None).
+    """
+    records: list[SliceRecord] = []
+    volumes = _VolumeScorer(method, suite.name)
+    kept: list[np.ndarray] = []
+    for group in sample_groups(suite.samples, batch_size):
+        batch = collate(group)
+        images = recon(batch.kspace, batch.maps, batch.mask).numpy()
+        for sample, image in zip(group, images, strict=True):
+            records.append(score_slice(method, suite.name, sample, image))
+            volumes.add(sample, image)
+            if len(kept) < keep_images:
+                kept.append(image)
+    stacked = np.stack(kept) if kept and len({k.shape for k in kept}) == 1 else None
+    return records, volumes.finish(), stacked
 
 
 def evaluate_methods(
@@ -88,19 +154,21 @@ def evaluate_methods(
     suites: Sequence[Suite],
     progress: bool = True,
     keep_images: int = 0,
-) -> tuple[list[SliceRecord], dict[tuple[str, str], np.ndarray]]:
+) -> tuple[list[SliceRecord], dict[tuple[str, str], np.ndarray], list[SliceRecord]]:
     """Score every method on every suite.
 
     Returns:
-        the slice records and, for figures, the first ``keep_images`` reconstructions of each
-        ``(method, suite)``.
+        the slice records, for figures the first ``keep_images`` reconstructions of each
+        ``(method, suite)``, and the per-volume records of measured suites.
     """
     records: list[SliceRecord] = []
+    volume_records: list[SliceRecord] = []
     kept: dict[tuple[str, str], np.ndarray] = {}
     jobs = [(m, s) for m in recons for s in suites]
     for method, suite in tqdm(jobs, desc="evaluate", disable=not progress, leave=False):
-        images = reconstruct(recons[method], suite)
-        records.extend(score(method, suite, images))
-        if keep_images:
-            kept[(method, suite.name)] = images[:keep_images]
-    return records, kept
+        slices, volumes, images = evaluate_suite(method, recons[method], suite, keep_images)
+        records += slices
+        volume_records += volumes
+        if images is not None:
+            kept[(method, suite.name)] = images
+    return records, kept, volume_records

@@ -287,6 +287,55 @@ def build_suites(
     return suites
 
 
+def build_measured_suites(
+    cfg: RunConfig, cache: Path, extra_sources: Sequence[str | Path] = ()
+) -> list[Suite]:
+    """The test suites of a measured-k-space run (``data.source: fastmri``), lazily read.
+
+    Source ``test`` is ``data.root/test``; any other source is a folder (or file) of fastMRI
+    files, prepared on first use: an anatomy shift such as ``{name: knee, source: PATH}``.
+    Physics overrides may change the sampling only (``mask_kind`` random/equispaced,
+    ``acceleration(s)``, ``center_fraction(s)``). Each volume has one mask, seeded by
+    ``evaluate.test_seed`` and the volume's name (the same for every method and run); the suite
+    keeps whole volumes up to ``data.max_test_slices`` slices.
+    """
+    from ..data.measured import LazySamples, measured_dataset, prepared_root
+
+    paths = list(dict.fromkeys(str(p) for p in [*cfg.data.paths, *extra_sources]))
+    extras = [SuiteConfig(name=path_suite_name(p), source=p) for p in paths]
+    _check_suites(cfg.evaluate.suites, [s.name for s in extras])
+    sampling = {*KSPACE_PHYSICS, "accelerations", "center_fractions"}
+    suites = []
+    for i, suite in enumerate([*cfg.evaluate.suites, *extras]):
+        where = (
+            f"evaluate.suites[{i}]" if i < len(cfg.evaluate.suites) else f"source {suite.source}"
+        )
+        ignored = sorted(set(suite.physics) - sampling)
+        if ignored or suite.lesions:
+            what = "lesions" if suite.lesions else f"physics.{ignored[0]}"
+            raise InputError(
+                f"{where}.{what}: has no effect on measured k-space; only the sampling "
+                f"({', '.join(sorted(sampling))}) can shift"
+            )
+        physics = suite_physics(cfg.physics, suite.physics, f"{where}.physics")
+        if suite.source == "test":
+            folder, suite_cache, split = Path(cfg.data.root), cache, "test"
+        else:
+            folder, split = Path(suite.source), None
+            if folder.is_file():
+                folder, split = folder.parent, [folder.name]
+            suite_cache = prepared_root(folder)
+        data = measured_dataset(
+            folder, suite_cache, split, physics, cfg.evaluate.test_seed, True, f"{where}.physics"
+        )
+        description = suite.description or describe_shift(
+            cfg.physics, physics, cfg.data.view, suite.source, False, True
+        )
+        samples = LazySamples(data, cfg.data.max_test_slices)
+        suites.append(Suite(suite.name, samples, physics, description))  # type: ignore[arg-type]
+    return suites
+
+
 def shift_suites_yaml(suites: Sequence[SuiteConfig] = SHIFT_SUITES) -> str:
     """An ``evaluate: suites:`` YAML block for ``suites`` (defaults left out), for configs."""
     entries = []

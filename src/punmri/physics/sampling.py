@@ -9,6 +9,7 @@ center_fraction, seed)`` only, so the same seed gives the same mask on every mac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -156,3 +157,120 @@ def sampling_mask(
     else:
         mask = _radial((h, w), acceleration, center_fraction, rng)
     return SamplingMask(np.ascontiguousarray(mask, dtype=bool), kind, float(acceleration))
+
+
+FASTMRI_MASK_KINDS: tuple[str, ...] = ("random", "equispaced")
+"""Kinds of :func:`fastmri_mask`: fastMRI's RandomMaskFunc and EquispacedMaskFractionFunc."""
+
+
+def _as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
+    """A non-empty tuple of floats from a number or a sequence of numbers."""
+    if isinstance(values, (int, float, np.integer, np.floating)):
+        return (float(values),)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: expected a number or a list of numbers, got {values!r}") from exc
+    if not out:
+        raise InputError(f"{name}: expected at least one value, got an empty list")
+    return out
+
+
+def fastmri_mask(
+    width: int,
+    kind: str,
+    center_fractions: float | Sequence[float],
+    accelerations: float | Sequence[float],
+    rng: np.random.Generator,
+    acquired: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Phase-encode column mask with fastMRI's conventions, for k-space ``(..., H, width)``.
+
+    One ``(center_fraction, acceleration)`` pair is drawn uniformly from the paired lists (the
+    first draw from ``rng``), as fastMRI's ``MaskFunc`` does when trained on several accelerations.
+    Only the ``n = stop - left`` acquired columns ``[left, stop)`` can be sampled: zero-padded
+    columns outside them (fastMRI's encoding limits) never are, and the acceleration is counted
+    over ``n``, not ``width``:
+
+    - ``round(n * center_fraction)`` (at least 1) centre columns are always sampled, placed as
+      fastMRI does around the k-space centre of the full width (first column
+      ``(width - n_low + 1) // 2``, so DC ``width // 2`` is included), clipped to the acquired
+      range;
+    - ``"random"`` (fastMRI ``RandomMaskFunc``): every other acquired column is sampled
+      independently with probability ``(n / acc - n_low) / (n - n_low)``, so on average ``n / acc``
+      columns are sampled;
+    - ``"equispaced"`` (fastMRI ``EquispacedMaskFractionFunc``): columns ``left + round(offset +
+      j * s)`` for ``j = 0, 1, ...`` below ``stop - 1``, with ``offset`` drawn from
+      ``[0, round(acc))`` and the spacing ``s = acc (n_low - n) / (n_low acc - n)`` chosen so that,
+      with the centre, about ``n / acc`` columns are sampled (exact up to rounding).
+
+    Args:
+        width: number of phase-encode columns W of the k-space array (last axis).
+        kind: ``"random"`` or ``"equispaced"``.
+        center_fractions: fraction(s) of the acquired columns sampled fully at the centre, each in
+            (0, 1); paired element-wise with ``accelerations``.
+        accelerations: undersampling factor(s) >= 1 over the acquired columns (1 samples all
+            of them).
+        rng: generator of every random draw (the pair index first); the mask depends on nothing
+            else, so a generator seeded the same way gives the same mask.
+        acquired: ``(left, stop)`` acquired columns; ``None`` means all of ``(0, width)``.
+
+    Returns:
+        ``(width,)`` float32 array of 0s and 1s.
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise InputError(f"fastmri_mask: width must be a positive integer, got {width!r}")
+    width = int(width)
+    if kind not in FASTMRI_MASK_KINDS:
+        raise InputError(
+            f"fastmri_mask: unknown mask kind {kind!r}; choose one of {list(FASTMRI_MASK_KINDS)}"
+        )
+    fractions = _as_floats(center_fractions, "center_fractions")
+    factors = _as_floats(accelerations, "accelerations")
+    if len(fractions) != len(factors):
+        raise InputError(
+            f"center_fractions {list(fractions)} and accelerations {list(factors)} must have the "
+            "same length: they are used as (center_fraction, acceleration) pairs"
+        )
+    for cf in fractions:
+        if not 0 < cf < 1:
+            raise InputError(f"center_fractions: each must be in (0, 1), got {cf}")
+    for acc in factors:
+        if not acc >= 1:
+            raise InputError(f"accelerations: each must be >= 1, got {acc}")
+    left, stop = (0, width) if acquired is None else (int(acquired[0]), int(acquired[1]))
+    if not 0 <= left < stop <= width:
+        raise InputError(
+            f"fastmri_mask: acquired columns {acquired} must satisfy 0 <= left < stop <= width "
+            f"({width})"
+        )
+
+    pick = int(rng.integers(len(fractions)))
+    cf, acc = fractions[pick], factors[pick]
+    n = stop - left
+    if acc == 1:  # fully sampled (fastMRI's equispaced range would miss the last column)
+        full = np.zeros(width, dtype=np.float32)
+        full[left:stop] = 1
+        return full
+    n_low = max(1, int(round(n * cf)))
+    cols = np.zeros(width, dtype=bool)
+    start = (width - n_low + 1) // 2
+    cols[max(start, left) : min(start + n_low, stop)] = True
+    n_center = int(cols.sum())
+    if n_center * acc > n * (1 + 1e-9):
+        raise InputError(
+            f"center_fraction {cf} keeps {n_center} centre columns, more than the {n / acc:.1f} "
+            f"that acceleration {acc} allows over {n} acquired columns; lower the centre fraction "
+            "or the acceleration"
+        )
+    if n_center * acc >= n * (1 - 1e-9):  # the centre alone reaches the requested count
+        return cols.astype(np.float32)
+    if kind == "random":
+        prob = (n / acc - n_center) / (n - n_center)
+        cols[left:stop] |= rng.uniform(size=n) < prob
+    else:
+        offset = int(rng.integers(0, max(int(round(acc)), 1)))
+        spacing = acc * (n_center - n) / (n_center * acc - n)
+        picks = np.round(np.arange(offset, n - 1, spacing)).astype(np.int64)
+        cols[left + picks[picks < n]] = True
+    return cols.astype(np.float32)
