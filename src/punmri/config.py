@@ -139,12 +139,29 @@ class ModelConfig:
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal"] = _f(
         "kaiming_normal", "weight initialisation scheme (seeded)"
     )
+    checkpoint_unrolls: bool = _f(
+        False,
+        "recompute each unroll (denoiser + CG) in backward instead of storing its activations: "
+        "less memory, about one more forward pass of compute; same gradients",
+    )
+    dc_backward: Literal["unrolled", "implicit"] = _f(
+        "unrolled",
+        "gradients of the CG data consistency: 'unrolled' backpropagates through every CG step; "
+        "'implicit' solves the normal equations once more in backward (no stored CG iterates; "
+        "exact only when CG has converged)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("channels", "depth", "unrolls", "cg_iterations"):
             value = getattr(self, name)
             _require(value >= 1, f"model.{name}", "an integer >= 1", value)
         _require(self.lam > 0, "model.lam", "a weight > 0", self.lam)
+        _require(
+            self.dc_backward in ("unrolled", "implicit"),
+            "model.dc_backward",
+            "'unrolled' or 'implicit'",
+            self.dc_backward,
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,11 @@ class TrainConfig:
     workers: int = _f(
         0, "DataLoader worker processes preparing training batches ahead; 0 = in the loop"
     )
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32",
+        "denoiser compute precision under autocast (FFTs, SENSE and CG stay complex64; weights "
+        "stay float32); fp16 needs CUDA and uses a gradient scaler, bf16 also runs on CPU",
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "val_every"):
@@ -176,6 +198,18 @@ class TrainConfig:
             value = getattr(self, name)
             _require(value >= 0, f"train.{name}", "an integer >= 0", value)
         _require(self.lr > 0, "train.lr", "a learning rate > 0", self.lr)
+        _require(
+            self.precision in ("fp32", "bf16", "fp16"),
+            "train.precision",
+            "'fp32', 'bf16' or 'fp16'",
+            self.precision,
+        )
+        _require(
+            not (self.precision == "fp16" and self.device == "cpu"),
+            "train.precision",
+            "'bf16' or 'fp32' with train.device cpu (fp16 needs CUDA; use bf16 on CPU)",
+            self.precision,
+        )
 
 
 @dataclass(frozen=True)

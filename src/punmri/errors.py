@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input (file, config field, array shape/dtype); the message says how to fix it."""
+
+
+class SharedError(InputError):
+    """Another process's error raised again in this one (a distributed run stops every process
+    when its main process fails; the CLI prints the message once, on the main process)."""

@@ -13,11 +13,21 @@ import numpy as np
 import torch
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Any, mode: str) -> None:
+    """Write ``path`` through ``write(fh)`` on a temporary file in the same folder, renamed into
+    place (readers never see a partial file); the file gets the usual permissions (umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from co-workers
         with os.fdopen(fd, mode) as fh:
             write(fh)
         os.replace(tmp, path)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ from .pruning import (
     weight_parameters,
 )
 from .specs import ModelSpec, RunData
-from .train import TrainHooks, TrainResult, get_loss, load_weights, train
+from .train import TrainHooks, TrainResult, get_loss, load_weights, resolve_device, train
+from .train.distributed import is_main, on_main
 
 #: Steps of the training stream from which search and check batches are drawn (never trained on
 #: as such: they are other draws of augmentation and physics of the training slices).
@@ -64,19 +65,80 @@ CHECK_OFFSET = 2_000_000
 REINIT_OFFSET = 10_007
 
 
+def run_device(name: str) -> torch.device:
+    """The device of ``train.device`` (:func:`punmri.train.resolve_device`), checked to exist.
+
+    Every stage of a run (mask searches, scorers, IMP, the mask check, training, validation and
+    evaluation) computes on this one device; there is no silent fallback to the CPU.
+
+    Raises:
+        InputError: naming ``train.device`` when it is not a device name, asks for CUDA on a
+            machine without a usable CUDA device, or for a CUDA index the machine does not have.
+    """
+    try:
+        device = resolve_device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(
+            f"train.device={name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"train.device={name!r} asks for CUDA, but this machine has no usable CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); set "
+                "train.device=cpu, or auto to use CUDA only where it exists"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(
+                f"train.device={name!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}; choose one of them"
+            )
+    elif device.type != "cpu":
+        raise InputError(
+            f"train.device={name!r}: punmri runs on 'cpu' or 'cuda' devices; use 'auto', 'cpu', "
+            "'cuda' or 'cuda:N'"
+        )
+    return device
+
+
+def device_label(device: torch.device | str) -> str:
+    """What a run computes on, for the report and ``metrics.json``: ``"cpu (4 threads)"`` or
+    ``"cuda:0 (NVIDIA H200)"``; a string is resolved first (:func:`run_device`)."""
+    if isinstance(device, str):
+        device = run_device(device)
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
 class SearchBatches:
     """Re-iterable ``((kspace, op), target)`` training batches for mask searches and scorers.
 
     Iterating yields ``n`` batches taken from the training stream at steps ``offset + i``; they
-    are simulated on the fly (each pass yields the same batches).
+    are simulated on the fly on the CPU (each pass yields the same batches) and, with ``device``,
+    moved there before the SENSE operator is built from them (so the operator lives there too).
     """
 
-    def __init__(self, stream: TrainingStream, batch_size: int, n: int, offset: int) -> None:
+    def __init__(
+        self,
+        stream: TrainingStream,
+        batch_size: int,
+        n: int,
+        offset: int,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.stream, self.batch_size, self.n, self.offset = stream, batch_size, n, offset
+        self.device = None if device is None else torch.device(device)
 
     def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, Any], torch.Tensor]]:
         for i in range(self.n):
             b = self.stream.batch(self.offset + i, self.batch_size)
+            if self.device is not None:
+                b = b.to(self.device)
             yield (b.kspace, b.operator()), b.target
 
     def __len__(self) -> int:
@@ -95,12 +157,17 @@ class MethodResult:
 
 @dataclass
 class MethodContext:
-    """What every recipe needs: config, run directory, data, progress flag."""
+    """What every recipe needs: config, run directory, data, progress flag, and the device every
+    stage computes on (``train.device``, resolved and checked once here: :func:`run_device`)."""
 
     cfg: RunConfig
     run_dir: Path
     data: RunData
     progress: bool = True
+    device: torch.device = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device = run_device(self.cfg.train.device)
 
     def stream(self, seed: int) -> TrainingStream:
         """The deterministic training stream of ``seed``."""
@@ -110,9 +177,9 @@ class MethodContext:
         self, seed: int, n: int, offset: int, batch_size: int | None = None
     ) -> SearchBatches:
         """``n`` search/check batches from the training slices (of ``batch_size`` slices, by
-        default ``prune.search_batch_size`` or ``train.batch_size``)."""
+        default ``prune.search_batch_size`` or ``train.batch_size``), on :attr:`device`."""
         bs = batch_size or self.cfg.prune.search_batch_size or self.cfg.train.batch_size
-        return SearchBatches(self.stream(seed), bs, n, offset)
+        return SearchBatches(self.stream(seed), bs, n, offset, self.device)
 
     def targets(self, model: nn.Module) -> list[str]:
         """Prunable weight names of ``model`` after include/exclude patterns."""
@@ -188,13 +255,14 @@ def _load_best(model: nn.Module, directory: Path) -> nn.Module:
 @torch.no_grad()
 def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, Any]:
     """Loss of the *untrained* network on held-out training batches: dense, under ``masks``, and
-    under layer-shuffled copies of ``masks`` (same per-layer counts; the fair control)."""
+    under layer-shuffled copies of ``masks`` (same per-layer counts; the fair control), computed
+    on ``ctx.device`` (the shuffles are drawn on the CPU, so they are the same on any device)."""
     cfg = ctx.cfg
     loss_fn = get_loss(cfg.train.loss)
     data = list(ctx.batches(spec.seed, cfg.prune.check_batches, CHECK_OFFSET))
 
     def loss_of(m: Masks | None) -> float:
-        model = build_model(cfg.model, spec.seed)
+        model = build_model(cfg.model, spec.seed).to(ctx.device)
         if m is not None:
             apply(model, m)
         model.train()  # the mode the search ran in (batch statistics in normalisation layers)
@@ -210,16 +278,24 @@ def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, A
 def mask_stage(
     ctx: MethodContext, spec: ModelSpec, compute: Callable[[], Masks], check: bool = True
 ) -> Masks:
-    """Load ``mask.pt`` or compute, check and save the mask (with ``mask.json`` beside it)."""
+    """Load ``mask.pt`` or compute, check and save the mask (with ``mask.json`` beside it).
+
+    In a distributed run the main process alone loads or computes the mask and every process
+    receives it (:func:`~punmri.train.distributed.on_main`); training verifies that they agree.
+    """
     directory = spec.directory(ctx.run_dir)
     path = directory / "mask.pt"
-    if path.is_file():
-        return Masks.load(path)
-    masks = compute()
-    if check:
-        masks.metadata["check"] = mask_check(ctx, spec, masks)
-    save_mask(masks, directory)
-    return masks
+
+    def load_or_compute() -> Masks:
+        if path.is_file():
+            return Masks.load(path)
+        masks = compute()
+        if check:
+            masks.metadata["check"] = mask_check(ctx, spec, masks)
+        save_mask(masks, directory)
+        return masks
+
+    return on_main(load_or_compute)
 
 
 def save_mask(masks: Masks, directory: Path) -> None:
@@ -285,7 +361,11 @@ def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
 def find_method_mask(
     ctx: MethodContext, spec: ModelSpec, model: nn.Module, method: str, allocation: str | None
 ) -> Masks:
+    """The ``method`` mask of ``model`` at ``spec.density``, searched on ``ctx.device`` (``model``
+    is moved there in place; its batches are built there). Randomness comes from a CPU generator
+    seeded with ``spec.seed``, and the mask is returned on the CPU, whatever the device."""
     p = ctx.cfg.prune
+    model.to(ctx.device)
     opts: dict[str, Any] = {}
     data = None
     if method in ("snip", "grasp"):
@@ -457,8 +537,10 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
             )
 
         def keep_rewind(step: int) -> None:
-            if step + 1 == p.imp_rewind_step and not rewind_path.is_file():
-                torch.save(copy.deepcopy(initial.state_dict()), rewind_path)
+            if step + 1 == p.imp_rewind_step and not rewind_path.is_file() and is_main():
+                # a CPU copy, so that a run trained on a GPU resumes anywhere
+                cpu_state = {k: v.detach().cpu().clone() for k, v in initial.state_dict().items()}
+                torch.save(cpu_state, rewind_path)
 
         model0 = initial
         r0 = ctx.train(
@@ -469,7 +551,7 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         if p.imp_rewind_step == 0:  # rewind to the initial weights
             rewind_state = build_model(ctx.cfg.model, spec.seed).state_dict()
         elif rewind_path.is_file():
-            rewind_state = torch.load(rewind_path)
+            rewind_state = torch.load(rewind_path, map_location="cpu")
         else:
             raise InputError(
                 f"IMP rewind checkpoint {rewind_path} is missing (the weights after step "
@@ -480,7 +562,7 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     masks: Masks | None = None
     schedule = imp_density_schedule(spec.density, p.imp_rounds)
     for r, density in enumerate(schedule, start=1):
-        plain = _plain_copy(current_model)
+        plain = _plain_copy(current_model).to(ctx.device)
         masks = magnitude_prune_step(plain, masks, density, ctx.targets(plain))
         model = build_model(ctx.cfg.model, spec.seed)
         model.load_state_dict(rewind_state)
@@ -524,8 +606,17 @@ def run_method(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     if spec.method not in RECIPES:
         raise InputError(f"methods: unknown method {spec.method!r}; available: {sorted(RECIPES)}")
     out = RECIPES[spec.method](ctx, spec)
-    write_json_atomic(spec.directory(ctx.run_dir) / "costs.json", out.costs)
+    if is_main():  # the main process writes a distributed run's files
+        write_json_atomic(spec.directory(ctx.run_dir) / "costs.json", out.costs)
     return out
 
 
-__all__ = ["RECIPES", "MethodContext", "MethodResult", "SearchBatches", "run_method"]
+__all__ = [
+    "RECIPES",
+    "MethodContext",
+    "MethodResult",
+    "SearchBatches",
+    "device_label",
+    "run_device",
+    "run_method",
+]

@@ -22,13 +22,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from . import __version__
 from .config import RunConfig, load_config, save_config, to_dict
 from .data.anatomy import training_splits
-from .data.batches import SimulatedSlices, collate
+from .data.batches import SimulatedSlices, collate, rank_share
 from .data.measured import (
     LazySamples,
     MeasuredSlices,
@@ -44,13 +45,14 @@ from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
-from .methods import RECIPES, MethodContext, run_method
+from .methods import RECIPES, MethodContext, device_label, run_device, run_method
 from .models import build_model
 from .pruning import Masks, apply
 from .report import write_report
 from .specs import ModelSpec, RunData, TrainedModel
 from .stages import fingerprint, mark_stage_done, source_stamp, stage_is_current
-from .train import TrainResult, load_weights, resolve_device
+from .train import TrainResult, load_weights
+from .train.distributed import gather, is_main, main_first, on_main, rank, world_size
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 #: Marker of a finished evaluation stage (the fingerprint of its inputs), written last.
@@ -248,10 +250,10 @@ def _recons(
     cfg: RunConfig, out_dir: Path, data: RunData, trained: Sequence[TrainedModel]
 ) -> dict[str, ReconFn]:
     """Reconstruction functions of the baselines and every trained model (per seed)."""
-    device = resolve_device(cfg.train.device)
+    device = run_device(cfg.train.device)  # checked: no silent fallback to the CPU
     recons: dict[str, ReconFn] = {}
     for name in cfg.evaluate.baselines:
-        lam = cs_lambda(cfg, data, out_dir) if name == "cs-l1" else 0.0
+        lam = on_main(lambda: cs_lambda(cfg, data, out_dir)) if name == "cs-l1" else 0.0
         recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
     for tm in trained:
         key = seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)
@@ -295,6 +297,92 @@ def finished_evaluation(out_dir: Path, digest: str | None) -> dict | None:
     return json.loads((out_dir / "metrics.json").read_text())
 
 
+#: Slices :func:`~punmri.evaluate.runner.evaluate_suite` reconstructs together (its batch size): a
+#: distributed evaluation cuts simulated suites at multiples of it, so every batch, and every
+#: score, is the one a single process computes.
+EVAL_BATCH = 8
+
+
+class _Part(Sequence):
+    """Slices ``start .. stop - 1`` of a suite's samples, read on access (lazy suites stay lazy)."""
+
+    def __init__(self, samples: Sequence, start: int, stop: int) -> None:
+        self.samples, self.positions = samples, range(start, stop)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.samples[j] for j in self.positions[i]]
+        return self.samples[self.positions[i]]
+
+    def __iter__(self):
+        return (self.samples[j] for j in self.positions)
+
+
+def cut_points(samples: Sequence) -> list[int]:
+    """Positions where a suite may be divided between processes: where a volume starts in a
+    measured suite (per-volume metrics need whole volumes; a lazy suite's volumes are found from
+    its index without reading k-space), else every :data:`EVAL_BATCH`-th slice."""
+    dataset, indices = getattr(samples, "dataset", None), getattr(samples, "indices", None)
+    if dataset is not None and indices is not None and hasattr(dataset, "entry"):
+        entries = [dataset.entry(i) for i in indices]
+        return [i for i in range(len(entries)) if i == 0 or entries[i] is not entries[i - 1]]
+    volumes = [s.extras.get("volume") for s in samples]
+    if any(v is not None for v in volumes):
+        return [i for i in range(len(volumes)) if i == 0 or volumes[i] != volumes[i - 1]]
+    return list(range(0, len(samples), EVAL_BATCH))
+
+
+def share_of(cuts: Sequence[int], n: int, rank: int, world: int) -> tuple[int, int]:
+    """``(start, stop)``: the contiguous slices of ``n`` that process ``rank`` of ``world``
+    evaluates: the pieces between ``cuts`` whose middle lies in its equal share ``[rank * n /
+    world, (rank + 1) * n / world)``, so the shares, concatenated in rank order, are the suite in
+    order (a process may get none)."""
+    bounds = [*cuts, n]
+    middles = [bounds[k] + bounds[k + 1] for k in range(len(cuts))]  # twice the middle
+    mine = [k for k, m in enumerate(middles) if (m - 1) * world // (2 * n) == rank]  # ties: lower
+    if not mine:
+        return 0, 0
+    return bounds[mine[0]], bounds[mine[-1] + 1]
+
+
+def evaluate_shared(
+    recons: dict[str, ReconFn],
+    suites: Sequence[Suite],
+    progress: bool = True,
+    keep_images: int = 0,
+) -> tuple[list[SliceRecord], dict[tuple[str, str], np.ndarray], list[SliceRecord]]:
+    """:func:`~punmri.evaluate.runner.evaluate_methods` with the slices of every suite divided
+    between the processes of a distributed run (:func:`share_of`, whole volumes of measured
+    suites); every process gets all records, in the order of a single process."""
+    world = world_size()
+    if world == 1:
+        return evaluate_methods(recons, suites, progress, keep_images)
+    mine = []
+    for suite in suites:
+        start, stop = share_of(cut_points(suite.samples), len(suite), rank(), world)
+        mine.append(dataclasses.replace(suite, samples=_Part(suite.samples, start, stop)))
+    shares = gather(evaluate_methods(recons, mine, progress and is_main(), keep_images))
+    jobs = [(m, s.name) for m in recons for s in suites]
+
+    def in_order(records: list[SliceRecord]) -> list[SliceRecord]:
+        by_job: dict[tuple[str, str], list[SliceRecord]] = {}
+        for r in records:
+            by_job.setdefault((r.method, r.suite), []).append(r)
+        return [r for job in jobs for r in by_job.get(job, [])]
+
+    records = in_order([r for share in shares for r in share[0]])
+    volumes = in_order([r for share in shares for r in share[2]])
+    images = {}
+    for job in jobs:
+        parts = [share[1][job] for share in shares if job in share[1]]
+        if parts and len({part.shape[1:] for part in parts}) == 1:
+            images[job] = np.concatenate(parts)[:keep_images]
+    return records, images, volumes
+
+
 def evaluate_and_report(
     cfg: RunConfig,
     out_dir: Path,
@@ -315,17 +403,37 @@ def evaluate_and_report(
     an evaluation of the same inputs, and marked done after writing. ``wall_s`` in metrics.json
     adds the seconds since ``started`` (a ``time.perf_counter()`` value) to those recorded by
     earlier calls: a recorded cost is never replaced by a later call's.
+
+    In a distributed run every process scores its share of each suite
+    (:func:`evaluate_shared`) and the main process writes the outputs; all return its metrics.
     """
-    done = finished_evaluation(out_dir, digest)
+    done = on_main(lambda: finished_evaluation(out_dir, digest))
     if done is not None:
         return done
     recons = _recons(cfg, out_dir, data, trained)
     reused = {r.suite for r in cached[0]}
     todo = [s for s in data.suites if s.name not in reused]
-    records, images, volumes = evaluate_methods(
+    records, images, volumes = evaluate_shared(
         recons, todo, progress, keep_images=cfg.evaluate.figure_slices
     )
     records, volumes = [*cached[0], *records], [*cached[1], *volumes]
+    written = (records, volumes, images, started, digest)
+    return on_main(lambda: _write_evaluation(cfg, out_dir, data, trained, *written))
+
+
+def _write_evaluation(
+    cfg: RunConfig,
+    out_dir: Path,
+    data: RunData,
+    trained: Sequence[TrainedModel],
+    records: list[SliceRecord],
+    volumes: list[SliceRecord],
+    images: dict,
+    started: float | None,
+    digest: str | None,
+) -> dict:
+    """The outputs of :func:`evaluate_and_report` from its records: slices.csv (volumes.csv),
+    metrics.json, the report and the stage marker; returns the metrics."""
     write_slice_csv(records, out_dir / "eval" / "slices.csv")
     metrics = summarize(records, trained, cfg, data.suites)
     if volumes:  # measured suites: fastMRI's per-volume metrics beside the per-slice ones
@@ -336,6 +444,7 @@ def evaluate_and_report(
         metrics["wall_s"] = (previous or 0.0) + time.perf_counter() - started
     elif previous is not None:
         metrics["wall_s"] = previous
+    metrics["world_size"] = world_size()  # processes that evaluated
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_report(out_dir, cfg, metrics, data, images, trained)
     if digest is not None:
@@ -358,25 +467,86 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     train_only: bool = False,
+    only: Sequence[str] = (),
 ) -> dict:
     """Run the whole job into ``out`` and return the aggregate metrics (resumable: a run whose
     networks are trained and whose evaluation is current returns its metrics at once and writes
-    nothing)."""
+    nothing).
+
+    ``only`` (``METHOD:SEED`` entries, :func:`select_models`) trains just those networks and
+    returns without evaluating (as ``train_only`` does for all): jobs of a cluster array train
+    the networks of one run directory side by side, and a later plain run evaluates them.
+
+    Under torchrun every process calls this: they train each network together, and the main
+    process prepares the directory, decides what is done and writes every file.
+    """
     t0 = time.perf_counter()
     specs = model_specs(cfg)  # unknown methods fail before anything is written
+    chosen = select_models(specs, only) if only else specs
+    rank_share(cfg.train.batch_size, 0, world_size())  # a batch that does not split fails now
+    if only and overwrite:
+        raise InputError(
+            "--only with --overwrite would delete the networks other jobs train into the same "
+            "run directory; remove the directory yourself, then start the jobs without --overwrite"
+        )
     if cfg.train.threads > 0:  # mask searches and evaluation too, not only training
         torch.set_num_threads(cfg.train.threads)
-    run_dir = prepare_run_dir(cfg, out, overwrite)
+    run_dir = on_main(lambda: prepare_run_dir(cfg, out, overwrite))
+    progress = progress and is_main()
+    train_only = train_only or bool(only)
     if not train_only:
-        done = finished_evaluation(run_dir, evaluation_fingerprint(cfg, run_dir, specs))
+        done = on_main(
+            lambda: finished_evaluation(run_dir, evaluation_fingerprint(cfg, run_dir, specs))
+        )
         if done is not None:
             return done
-    data = load_run_data(cfg)
-    trained = train_all(cfg, run_dir, data, progress)
+    data = main_first(lambda: load_run_data(cfg))  # the main process prepares data caches
+    trained = [train_spec(cfg, spec, data, run_dir, progress) for spec in chosen]
     if train_only:
         return {"trained": [asdict(t.spec) for t in trained]}
-    digest = evaluation_fingerprint(cfg, run_dir, specs)
+    digest = on_main(lambda: evaluation_fingerprint(cfg, run_dir, specs))
     return evaluate_and_report(cfg, run_dir, data, trained, progress, started=t0, digest=digest)
+
+
+def select_models(specs: Sequence[ModelSpec], only: Sequence[str]) -> list[ModelSpec]:
+    """The networks of ``specs`` named in ``only``, in config order.
+
+    Each entry is ``METHOD:SEED`` or a comma-separated list of them; ``METHOD`` is a network's
+    reported name (``dense``, ``pun`` at the headline density, ``pun@0.03``) or
+    ``METHOD@DENSITY`` with the headline density written out.
+
+    Raises:
+        InputError: for a malformed entry or one the config does not train.
+    """
+    wanted: list[tuple[str, str]] = []
+    for entry in (e.strip() for value in only for e in value.split(",")):
+        name, sep, seed = entry.rpartition(":")
+        if not (sep and name and seed.strip().lstrip("-").isdigit()):
+            raise InputError(
+                f"--only {entry!r}: expected METHOD:SEED, e.g. dense:0 or pun@0.03:1 (several "
+                "comma-separated or as repeated --only)"
+            )
+        wanted.append((name.strip(), seed.strip()))
+
+    def matches(spec: ModelSpec, name: str, seed: str) -> bool:
+        if int(seed) != spec.seed:
+            return False
+        if name == spec.name:
+            return True
+        method, at, density = name.partition("@")
+        try:
+            return bool(at) and method == spec.method and float(density) == spec.density
+        except ValueError:
+            return False
+
+    for name, seed in wanted:
+        if not any(matches(spec, name, seed) for spec in specs):
+            known = ", ".join(f"{spec.name}:{spec.seed}" for spec in specs)
+            raise InputError(
+                f"--only {name}:{seed}: the config trains no such network; it trains {known} "
+                "(methods, seeds and prune.densities of the config)"
+            )
+    return [s for s in specs if any(matches(s, name, seed) for name, seed in wanted)]
 
 
 def report_run(run_dir: str | Path, progress: bool = True) -> dict:
@@ -398,6 +568,10 @@ def report_run(run_dir: str | Path, progress: bool = True) -> dict:
     recorded = _recorded_wall_s(run_dir)
     if recorded is not None:
         metrics["wall_s"] = recorded
+    old = run_dir / "metrics.json"
+    world = json.loads(old.read_text()).get("world_size") if old.is_file() else None
+    if world is not None:  # the evaluation's processes, not this rewrite's
+        metrics["world_size"] = world
     write_json_atomic(run_dir / "metrics.json", metrics)
     write_report(run_dir, cfg, metrics, data, images, trained)
     return metrics
@@ -425,14 +599,14 @@ def evaluate_run(
             "data or evaluate settings only"
         )
     t0 = time.perf_counter()
-    out_dir = prepare_run_dir(cfg, out, overwrite)
+    out_dir = on_main(lambda: prepare_run_dir(cfg, out, overwrite))
     specs = model_specs(train_cfg)
     reusable = _reusable_evaluation(run_dir, train_cfg, cfg)
-    digest = evaluation_fingerprint(cfg, run_dir, specs, sources, reusable)
-    done = finished_evaluation(out_dir, digest)
+    digest = on_main(lambda: evaluation_fingerprint(cfg, run_dir, specs, sources, reusable))
+    done = on_main(lambda: finished_evaluation(out_dir, digest))
     if done is not None:
         return done
-    data = load_run_data(cfg, sources)
+    data = main_first(lambda: load_run_data(cfg, sources))  # the main process prepares caches
     trained = [load_trained(train_cfg, spec, run_dir) for spec in specs]
     slices, volumes = [read_slice_csv(p) if p.is_file() else [] for p in reusable] or [[], []]
     return evaluate_and_report(
@@ -500,6 +674,7 @@ def summarize(
             entry["density"] = tm.spec.density
     metrics["config"] = to_dict(cfg)
     metrics["image_shape"] = list(cfg.data.image_size)
+    metrics["device"] = device_label(cfg.train.device)
     return metrics
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .data.batches import batches
+from .data.batches import batches, collate
 from .data.fastmri import is_fastmri_file, read_fastmri
+from .data.kspace_sources import acquired_sample, slice_count
 from .data.sources import load_images
 from .errors import InputError
-from .evaluate.runner import model_recon
+from .evaluate.runner import ReconFn, model_recon
 from .evaluate.suites import simulated_suite
 from .io import atomic_write
-from .physics import espirit_maps
 from .pipeline import load_run_config, load_trained
 from .specs import ModelSpec
 from .train import resolve_device
@@ -22,24 +21,26 @@ from .train import resolve_device
 OUTPUT_SUFFIXES = (".npy", ".png", ".nii", ".nii.gz")
 
 
-def _fastmri_batches(path: Path) -> tuple[list, list[tuple[int, int]]]:
-    """Per-slice (kspace, maps, mask) tensors from a fastMRI file, scaled so the zero-filled
-    image has maximum ~1 (the scale the networks were trained on); also each slice's crop."""
-    items, crops = [], []
-    for sl in read_fastmri(path):
-        k = sl.kspace
-        mask = (np.abs(k).sum(axis=(0, 1)) > 0).astype(np.float32)
-        mask = np.broadcast_to(mask, k.shape[-2:]).copy()
-        maps = espirit_maps(k)
-        kt = torch.from_numpy(k)[None]
-        st = torch.from_numpy(maps)[None]
-        mt = torch.from_numpy(mask)[None]
-        from .physics import SenseOperator
+def _fastmri_recon(path: Path, recon: ReconFn) -> np.ndarray:
+    """Reconstruct every slice of a fastMRI file as acquired, one slice at a time.
 
-        scale = float(SenseOperator(st, mt).adjoint(kt).abs().max()) or 1.0
-        items.append((kt / scale, st, mt))
-        crops.append(sl.crop)
-    return items, crops
+    Each slice is served by :func:`~punmri.data.kspace_sources.acquired_sample` (native
+    resolution without readout oversampling, the file's own sampling, ESPIRiT maps, image-scale
+    units); the reconstruction is brought back to the file's units and centre-cropped to the
+    file's reconstruction size.
+
+    Returns:
+        (slices, crop_h, crop_w) complex64 images.
+    """
+    images = []
+    for index in range(slice_count(path)):
+        (slice_,) = read_fastmri(path, slice(index, index + 1))
+        sample = acquired_sample(slice_)
+        batch = collate([sample])
+        image = recon(batch.kspace, batch.maps, batch.mask).numpy()[0]
+        scaled = image * np.float32(sample.extras["scale"])
+        images.append(_center_crop(scaled, slice_.crop).astype(np.complex64))
+    return np.stack(images)
 
 
 def _center_crop(image: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
@@ -79,9 +80,11 @@ def reconstruct_file(
 ) -> np.ndarray:
     """Reconstruct ``input_path`` with the trained ``method`` of ``run_dir`` and save to ``out``.
 
-    A fastMRI ``.h5`` file is reconstructed from its own k-space (ESPIRiT maps, its own sampling
-    pattern, output cropped to the file's reconstruction size); any other image source is
-    simulated with the run's physics first. Returns the complex reconstructions ``(N, H, W)``.
+    A fastMRI ``.h5`` file (test-split files included) is reconstructed from its own k-space at
+    native resolution: readout oversampling removed, ESPIRiT maps, its own sampling pattern (the
+    stored ``mask`` or the columns that hold data), in the file's units, cropped to the file's
+    reconstruction size. Any other image source is simulated with the run's physics first.
+    Returns the complex reconstructions ``(N, H, W)``.
     """
     run_dir, input_path, out = Path(run_dir), Path(input_path), Path(out)
     if not out.name.lower().endswith(OUTPUT_SUFFIXES):
@@ -94,13 +97,7 @@ def reconstruct_file(
     trained = load_trained(cfg, ModelSpec(method, cfg.seeds[0]), run_dir)
     recon = model_recon(trained.model, resolve_device(cfg.train.device))
     if is_fastmri_file(input_path):
-        items, crops = _fastmri_batches(input_path)
-        images = np.concatenate(
-            [
-                _center_crop(recon(k, s, m).numpy(), c)
-                for (k, s, m), c in zip(items, crops, strict=True)
-            ]
-        )
+        images = _fastmri_recon(input_path, recon)
     else:
         image_set = load_images(input_path, shape=cfg.data.image_size)
         suite = simulated_suite("recon", image_set, cfg.physics, cfg.evaluate.test_seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,32 +19,55 @@ def _summary(metrics: dict, where: Path) -> None:
     print(f"\nreport: {where / 'report.md'}  (per-suite tables, figures; also report.html)")
 
 
+def _trained(out: Path, only: list[str]) -> None:
+    which = f"networks {', '.join(only)}" if only else "models"
+    print(f"trained {which} in {out / 'models'}")
+    if only:
+        print("evaluate them with a plain `punmri run` on the same config and --out")
+
+
 def cmd_run(args: argparse.Namespace, out_dir: Callable) -> int:
     from ..pipeline import run
+    from ..train import distributed
 
     cfg = load_config(args.config, args.overrides)
     out = out_dir(args, cfg.name)
-    metrics = run(cfg, out, overwrite=args.overwrite, progress=args.progress)
-    _summary(metrics, out)
+    with distributed.session(cfg.train.device):  # several processes under torchrun
+        metrics = run(cfg, out, args.overwrite, args.progress, only=args.only)
+        if not distributed.is_main():
+            return 0
+    if args.only:
+        _trained(out, args.only)
+    else:
+        _summary(metrics, out)
     return 0
 
 
 def cmd_train(args: argparse.Namespace, out_dir: Callable) -> int:
     from ..pipeline import run
+    from ..train import distributed
 
     cfg = load_config(args.config, args.overrides)
     out = out_dir(args, cfg.name)
-    run(cfg, out, overwrite=args.overwrite, progress=args.progress, train_only=True)
-    print(f"trained models in {out / 'models'}")
+    with distributed.session(cfg.train.device):
+        run(cfg, out, args.overwrite, args.progress, train_only=True, only=args.only)
+        if not distributed.is_main():
+            return 0
+    _trained(out, args.only)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace, out_dir: Callable) -> int:
-    from ..pipeline import evaluate_run
+    from ..pipeline import evaluate_run, load_run_config
+    from ..train import distributed
 
-    metrics = evaluate_run(
-        args.run, args.out, args.data, args.overrides, args.overwrite, args.progress
-    )
+    device = load_run_config(args.run).train.device
+    with distributed.session(device):
+        metrics = evaluate_run(
+            args.run, args.out, args.data, args.overrides, args.overwrite, args.progress
+        )
+        if not distributed.is_main():
+            return 0
     _summary(metrics, Path(args.out))
     return 0
 
@@ -200,8 +224,17 @@ COMMANDS = {
 }
 
 
+#: Commands that run as several processes under torchrun (the others refuse to).
+DISTRIBUTED = ("run", "train", "eval")
+
+
 def dispatch(args: argparse.Namespace, out_dir: Callable) -> int:
     """Run the subcommand named in ``args.command``."""
     if args.command not in COMMANDS:
         raise InputError(f"unknown command {args.command!r}")
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in DISTRIBUTED:
+        raise InputError(
+            f"punmri {args.command} runs as one process; start it without torchrun (only "
+            f"{', '.join(DISTRIBUTED)} run distributed)"
+        )
     return COMMANDS[args.command](args, out_dir)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, SharedError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,17 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_only(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="METHOD:SEED",
+        help="train only these networks of the config (e.g. dense:0, pun@0.03:1; repeat or "
+        "comma-separate) and exit without evaluating; a later plain run evaluates them",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -40,12 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_only(p)
     _add_progress(p)
 
     p = sub.add_parser("train", help="train the configured models only (no evaluation)")
     _add_config_args(p)
     p.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_only(p)
     _add_progress(p)
 
     p = sub.add_parser("prune", help="find a pruning mask of the initial network")
@@ -127,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return commands.dispatch(args, _out_dir)
+    except SharedError:  # the main process's error, which it prints itself
+        return 2
     except InputError as exc:
         print(f"punmri: error: {exc}", file=sys.stderr)
         return 2

@@ -3,8 +3,9 @@
 The training stream is a pure function of ``(seed, step)``: the slice order is a fresh permutation
 per epoch and every sample's physics and augmentation come from generators seeded with
 ``(seed, slice, epoch)``. Resuming at step ``s`` therefore reproduces exactly the batches an
-uninterrupted run would have seen, with no data-loader state to save, and DataLoader workers
-(``train.workers``) prepare the same batches ahead of the training loop.
+uninterrupted run would have seen, with no data-loader state to save, DataLoader workers
+(``train.workers``) prepare the same batches ahead of the training loop, and the processes of a
+distributed run each take their equal share of the same global batch (:func:`rank_share`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,28 @@ def batches(samples: Sequence[Sample], batch_size: int) -> list[Batch]:
     return [collate(group) for group in sample_groups(samples, batch_size)]
 
 
+def rank_share(batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """``(first, stop)``: the entries of a global batch of ``batch_size`` slices that process
+    ``rank`` of ``world`` computes (equal contiguous shares, rank order).
+
+    Raises:
+        InputError: when ``batch_size`` does not divide by ``world`` (unequal shares would weight
+            the slices of the smaller shares more in the averaged gradient).
+    """
+    if not 0 <= rank < world:
+        raise InputError(f"process rank {rank} is outside a world of {world} processes")
+    if batch_size % world:
+        fits = sorted({d for d in range(1, batch_size + 1) if batch_size % d == 0})
+        raise InputError(
+            f"train.batch_size={batch_size} is the global batch of a step, split over {world} "
+            f"processes, and does not divide by {world}: set train.batch_size to a multiple of "
+            f"{world} (e.g. {world * -(-batch_size // world)}) or start a number of processes "
+            f"that divides it ({', '.join(map(str, fits))})"
+        )
+    share = batch_size // world
+    return rank * share, (rank + 1) * share
+
+
 class SliceSource(Protocol):
     """Training slices that can be drawn as samples: ``sample(index, epoch)`` is a pure function
     of its arguments (so any worker or process draws the same sample)."""
@@ -184,24 +207,38 @@ class TrainingStream:
         """Training sample of slice ``index`` at ``epoch``."""
         return self.source.sample(index, epoch)
 
-    def batch(self, step: int, batch_size: int) -> Batch:
-        """The batch of optimizer step ``step`` (0-based)."""
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> Batch:
+        """The batch of optimizer step ``step`` (0-based), or with ``world > 1`` the share of
+        process ``rank``: entries ``[rank * B / world, (rank + 1) * B / world)`` of the global batch
+        of ``B = batch_size`` slices (:func:`rank_share`), so the step's global batch is the same
+        whatever the number of processes."""
         n = len(self.source)
         orders: dict[int, np.ndarray] = {}  # one permutation per epoch touched by this batch
         samples = []
-        for pos in range(step * batch_size, (step + 1) * batch_size):
+        first, stop = rank_share(batch_size, rank, world)
+        for pos in range(step * batch_size + first, step * batch_size + stop):
             epoch, offset = divmod(pos, n)
             if epoch not in orders:
                 orders[epoch] = np.random.default_rng([self.seed, 3, epoch]).permutation(n)
             samples.append(self.sample(int(orders[epoch][offset]), epoch))
         return collate(samples)
 
-    def loader(self, start: int, stop: int, batch_size: int, workers: int = 0) -> Iterator[Batch]:
-        """The batches of steps ``start .. stop - 1`` in order; with ``workers > 0`` they are
-        prepared ahead in that many DataLoader worker processes (same batches either way)."""
+    def loader(
+        self,
+        start: int,
+        stop: int,
+        batch_size: int,
+        workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> Iterator[Batch]:
+        """The batches of steps ``start .. stop - 1`` in order (process ``rank``'s share of each
+        when ``world > 1``, as in :meth:`batch`); with ``workers > 0`` they are prepared ahead in
+        that many DataLoader worker processes (same batches either way)."""
+        rank_share(batch_size, rank, world)  # a batch that does not split fails here, at once
         if workers <= 0:
-            return (self.batch(step, batch_size) for step in range(start, stop))
-        steps = _StepBatches(self, start, stop, batch_size)
+            return (self.batch(step, batch_size, rank, world) for step in range(start, stop))
+        steps = _StepBatches(self, start, stop, batch_size, rank, world)
         return iter(
             torch.utils.data.DataLoader(
                 steps,
@@ -217,14 +254,23 @@ class TrainingStream:
 class _StepBatches(torch.utils.data.Dataset):
     """Item ``i``: the batch of step ``start + i`` of a stream."""
 
-    def __init__(self, stream: TrainingStream, start: int, stop: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        stream: TrainingStream,
+        start: int,
+        stop: int,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.stream, self.start, self.stop, self.batch_size = stream, start, stop, batch_size
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
     def __getitem__(self, i: int) -> Batch:
-        return self.stream.batch(self.start + i, self.batch_size)
+        return self.stream.batch(self.start + i, self.batch_size, self.rank, self.world)
 
 
 def _as_is(batch: Batch) -> Batch:

@@ -71,7 +71,7 @@ from punmri.data.prepared_index import (
 from punmri.data.simulate import Sample
 from punmri.errors import InputError
 from punmri.physics.fft import ifft2c_numpy
-from punmri.physics.sampling import FASTMRI_MASK_KINDS, fastmri_mask
+from punmri.physics.sampling import FASTMRI_MASK_KINDS, as_floats, fastmri_mask
 
 
 def volume_rng(seed: int, volume: str) -> np.random.Generator:
@@ -86,17 +86,6 @@ def volume_rng(seed: int, volume: str) -> np.random.Generator:
         volume: the file's name or its path relative to the data folder.
     """
     return np.random.default_rng([int(seed), zlib.crc32(PurePosixPath(volume).name.encode())])
-
-
-def _floats(values: float | Sequence[float], what: str) -> tuple[float, ...]:
-    """A non-empty tuple of floats from a number or a list of numbers."""
-    try:
-        out = tuple(float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64)))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what}: expected a number or a list of numbers, got {values!r}") from exc
-    if not out:
-        raise InputError(f"{what}: expected at least one value, got an empty list")
-    return out
 
 
 def _select(
@@ -182,8 +171,8 @@ class KSpaceDataset(Dataset):
         if max_open_files < 1:
             raise InputError(f"max_open_files: expected an integer >= 1, got {max_open_files}")
         self.mask_kind = mask_kind
-        self.center_fractions = _floats(center_fractions, "center_fractions")
-        self.accelerations = _floats(accelerations, "accelerations")
+        self.center_fractions = as_floats(center_fractions, "center_fractions")
+        self.accelerations = as_floats(accelerations, "accelerations")
         if len(self.center_fractions) != len(self.accelerations):
             raise InputError(
                 f"center_fractions {list(self.center_fractions)} and accelerations "

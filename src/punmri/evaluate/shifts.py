@@ -207,7 +207,9 @@ def _suite_images(
 
 
 def _kspace_samples(cfg: RunConfig, path: str, physics: PhysicsConfig) -> list[Sample]:
-    """Samples from measured fastMRI k-space (HDF5), retrospectively undersampled."""
+    """Samples from measured fastMRI k-space (HDF5) at its native resolution, retrospectively
+    undersampled with ``physics`` and scored against each file's stored reconstruction (files of
+    the test split, which have none, are refused)."""
     from ..data.kspace_sources import fastmri_samples
 
     run = dataclasses.replace(cfg, physics=physics)
@@ -268,8 +270,9 @@ def build_suites(
         cfg: run configuration.
         splits: the run's image sets (``test`` is used by suites with source ``test``).
         extra_sources: further files/folders (NIfTI/DICOM/NumPy/PNG/TIFF, or fastMRI ``.h5``
-            files/folders, read by :func:`punmri.data.kspace_sources.fastmri_samples` with at
-            most ``data.max_test_slices`` slices per file).
+            files/folders, read at their native resolution by
+            :func:`punmri.data.kspace_sources.fastmri_samples` with at most
+            ``data.max_test_slices`` slices per file).
 
     Raises:
         InputError: the first suite is not ``{name: id, source: test}`` without overrides, a

@@ -17,6 +17,8 @@ from punmri.errors import InputError
 
 _COMPLEX_TO_REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 _REAL_TO_COMPLEX = {real: cplx for cplx, real in _COMPLEX_TO_REAL.items()}
+#: Half precisions a denoiser body returns under autocast; cast to float32 before going complex.
+_HALF = (torch.bfloat16, torch.float16)
 
 
 def _check(
@@ -67,15 +69,20 @@ def channels_to_complex(t: Tensor) -> Tensor:
 
     Args:
         t: real tensor of shape ``(B, 2, H, W)``, dtype ``float32`` (or ``float64``);
-            channel 0 is the real part, channel 1 the imaginary part.
+            channel 0 is the real part, channel 1 the imaginary part. ``bfloat16``/``float16``
+            (a denoiser body run under autocast) is cast to ``float32`` first, so the physics
+            (FFTs, SENSE, CG) always receives complex64.
 
     Returns:
         Complex tensor of shape ``(B, H, W)``, dtype ``complex64`` (``complex128`` for
         ``float64`` input).
 
     Raises:
-        InputError: if ``t`` is not a float32/float64 tensor of shape ``(B, 2, H, W)``.
+        InputError: if ``t`` is not a float32/float64/bfloat16/float16 tensor of shape
+            ``(B, 2, H, W)``.
     """
-    _check(t, "t", _REAL_TO_COMPLEX, ("B", 2, "H", "W"))
+    _check(t, "t", (*_REAL_TO_COMPLEX, *_HALF), ("B", 2, "H", "W"))
+    if t.dtype in _HALF:
+        t = t.float()
     # Zero-copy for channels-last input (what the convolutions return for channels-last input).
     return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())

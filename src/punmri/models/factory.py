@@ -20,11 +20,15 @@ def build_denoiser_from_config(cfg: ModelConfig) -> torch.nn.Module:
     )
 
 
-def build_model(cfg: ModelConfig, seed: int, cg_tol: float | None = None) -> MoDL:
+def build_model(
+    cfg: ModelConfig, seed: int, cg_tol: float | None = None, precision: str = "fp32"
+) -> MoDL:
     """MoDL with weights initialised from ``torch.Generator().manual_seed(seed)``.
 
     The same ``(cfg, seed)`` always gives bitwise-identical initial weights; pruning at
-    initialisation relies on this.
+    initialisation relies on this. ``cfg.checkpoint_unrolls`` and ``cfg.dc_backward`` are passed
+    on; ``precision`` (``train.precision``: fp32, bf16, fp16) makes the denoisers autocast on
+    every call, so evaluation can compute as training did (the weights are float32 either way).
     """
     generator = torch.Generator().manual_seed(seed)
     if cfg.shared:
@@ -41,4 +45,7 @@ def build_model(cfg: ModelConfig, seed: int, cg_tol: float | None = None) -> MoD
         lam=cfg.lam,
         learn_lam=cfg.learn_lam,
         cg_tol=cg_tol,
+        precision=precision,
+        checkpoint_unrolls=cfg.checkpoint_unrolls,
+        dc_backward=cfg.dc_backward,
     )

@@ -163,7 +163,7 @@ FASTMRI_MASK_KINDS: tuple[str, ...] = ("random", "equispaced")
 """Kinds of :func:`fastmri_mask`: fastMRI's RandomMaskFunc and EquispacedMaskFractionFunc."""
 
 
-def _as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
+def as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
     """A non-empty tuple of floats from a number or a sequence of numbers."""
     if isinstance(values, (int, float, np.integer, np.floating)):
         return (float(values),)
@@ -225,8 +225,8 @@ def fastmri_mask(
         raise InputError(
             f"fastmri_mask: unknown mask kind {kind!r}; choose one of {list(FASTMRI_MASK_KINDS)}"
         )
-    fractions = _as_floats(center_fractions, "center_fractions")
-    factors = _as_floats(accelerations, "accelerations")
+    fractions = as_floats(center_fractions, "center_fractions")
+    factors = as_floats(accelerations, "accelerations")
     if len(fractions) != len(factors):
         raise InputError(
             f"center_fractions {list(fractions)} and accelerations {list(factors)} must have the "

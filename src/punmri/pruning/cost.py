@@ -41,6 +41,12 @@ def _first_grad_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def _synchronize() -> None:
+    """Wait for queued GPU work, so that wall times cover it (a no-op without CUDA in use)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 @contextmanager
 def count_passes(model: nn.Module) -> Iterator[PassCount]:
     """Count calls of ``model`` and gradient flows back through its output inside the block.
@@ -49,6 +55,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
     which inherits the hook). A backward pass is one traversal of the autograd graph that reaches
     the model's output; a Hessian-gradient product (double backprop, GraSP) counts as one more.
     """
+    _synchronize()
     count = PassCount(_start=time.perf_counter())
 
     def on_backward(_grad: torch.Tensor) -> None:
@@ -65,4 +72,5 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
         yield count
     finally:
         handle.remove()
+        _synchronize()
         count.seconds = time.perf_counter() - count._start

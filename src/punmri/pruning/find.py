@@ -85,7 +85,9 @@ def find_mask(
         targets: weight names (default :func:`prunable_targets` of ``model``).
         allocation: ``"global"`` (one ranking over all layers), ``"uniform"`` or ``"erk"`` (exact
             per-layer counts from :func:`layer_counts`, ranking within each layer).
-        generator: all randomness (default: a generator seeded with 0).
+        generator: all randomness, a CPU generator (default: one seeded with 0). The model may
+            live on any device: scores are computed where its weights are and ranked there, random
+            draws are made on the CPU and moved, and the returned masks are on the CPU.
         **opts: per-method options, see :data:`METHOD_OPTIONS`: ``num_batches`` (snip/grasp: use
             only the first N batches), ``iterations``/``input_shape``/``input_factory`` (synflow),
             ``config`` and/or any :class:`PunSearchConfig` field (pun).
@@ -109,6 +111,11 @@ def find_mask(
         generator = torch.Generator().manual_seed(0)
     if not isinstance(generator, torch.Generator):
         raise InputError("generator must be a torch.Generator")
+    if generator.device.type != "cpu":
+        raise InputError(
+            f"generator must be a CPU torch.Generator (got one on {generator.device}): random "
+            "draws are made on the CPU and moved, so that a mask does not depend on the device"
+        )
     if method in DATA_METHODS and data is None:
         raise InputError(f"method {method!r} needs data: an iterable of (inputs, target) batches")
     if method in DATA_METHODS and loss_fn is None:

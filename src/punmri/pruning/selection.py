@@ -53,10 +53,16 @@ def _rank_keep(flat: torch.Tensor, alive: torch.Tensor, k: int, what: str) -> to
     return keep
 
 
+def _ranked(score: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``score`` as a flat float64 vector on ``device``, with -0.0 made +0.0 (a CPU sort takes
+    them as equal, a GPU radix sort may not: this keeps the kept set the same on every device)."""
+    return score.detach().to(device, torch.float64).flatten() + 0.0
+
+
 def _flatten(scores, current):
     names = sorted(scores)
     device = scores[names[0]].device  # rank where the scores live (a GPU sorts millions fast)
-    flat = torch.cat([scores[n].detach().to(device, torch.float64).flatten() for n in names])
+    flat = torch.cat([_ranked(scores[n], device) for n in names])
     if current is None:
         alive = torch.ones(flat.numel(), dtype=torch.bool, device=device)
     else:
@@ -109,7 +115,7 @@ def select_by_counts(
         raise InputError("counts and scores must name the same tensors")
     out = {}
     for name in sorted(scores):
-        s = scores[name].detach().to(dtype=torch.float64).flatten()
+        s = _ranked(scores[name], scores[name].device)
         alive = (
             torch.ones(s.numel(), dtype=torch.bool, device=s.device)
             if current is None

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..io import write_text_atomic
+from ..methods import device_label
 from ..models import count_parameters
 from .figures import (
     delta_bars,
@@ -233,6 +234,7 @@ def setup_section(cfg: RunConfig, data: Any, n_params: int) -> str:
             f"- Training: Adam lr {t.lr:g}, {t.loss} loss, {t.schedule} schedule, batch "
             f"{t.batch_size}, up to {t.steps} steps, best validation-PSNR checkpoint; "
             f"seeds {list(cfg.seeds)}.",
+            f"- Device: {device_label(t.device)}, for mask searches, training and evaluation.",
             "- Metrics: magnitude PSNR/SSIM/NMSE per slice, data range = slice maximum of the "
             "reference (fastMRI convention), SSIM 7x7 window; mean ± std over slices and seeds.",
         ]

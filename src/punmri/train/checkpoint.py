@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import InputError
 from ..io import torch_save_atomic
 from ..pruning import MaskParametrization, masked_state_dict
+from .distributed import unwrap
 
 
 def rng_state() -> dict[str, Any]:
@@ -56,7 +57,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_state(model: nn.Module) -> dict[str, Any]:
     """A model's checkpoint entries: ``model``, its weights under plain names (pruned entries
     exactly zero: the state loads into an unpruned copy of the network with ``load_state_dict``)
-    and ``masks``, ``{weight name: bool tensor}`` of a masked model (else None)."""
+    and ``masks``, ``{weight name: bool tensor}`` of a masked model (else None). A
+    DistributedDataParallel wrapper is looked through: names carry no ``module.`` prefix."""
+    model = unwrap(model)
     if not any(isinstance(m, MaskParametrization) for m in model.modules()):
         return {"model": model.state_dict(), "masks": None}
     state, masks = masked_state_dict(model)
@@ -67,9 +70,13 @@ def load_model_state(model: nn.Module, checkpoint: Mapping[str, Any], path: str 
     """Load the weights of ``checkpoint`` (from :func:`model_state`, read from ``path``) into
     ``model`` in place, whether ``model`` is plain or masked; its parameters stay the same objects
     (an optimizer over them stays valid). Checkpoints written with the raw keys of a masked model
-    (``<m>.parametrizations.weight.original``) load too."""
+    (``<m>.parametrizations.weight.original``) load too, and so do states of a
+    DistributedDataParallel wrapper (``module.`` prefixes)."""
+    model = unwrap(model)
     own = model.state_dict()
     state = dict(checkpoint["model"])
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     if set(state) != set(own):
         state = _to_own_layout(own, state, checkpoint.get("masks"), path)
     try:

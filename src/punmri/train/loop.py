@@ -24,6 +24,9 @@ from ..config import TrainConfig
 from ..data.batches import Batch, TrainingStream
 from ..evaluate.metrics import psnr
 from ..io import write_json_atomic, write_text_atomic
+from ..models.modl import autocast_dtype
+from ..pruning import MaskParametrization, current_masks
+from . import distributed
 from .checkpoint import (
     load_checkpoint,
     load_model_state,
@@ -36,10 +39,11 @@ from .losses import get_loss
 
 
 def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; other names are passed to ``torch.device``."""
+    """``'auto'`` -> CUDA when available, else CPU; other names are passed to ``torch.device``.
+    In a distributed run, ``cuda`` names this process's GPU (``cuda:LOCAL_RANK``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.device_of_rank(torch.device(name))
 
 
 def is_main_process() -> bool:
@@ -63,14 +67,25 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 @torch.no_grad()
 def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> float:
     """Mean per-slice magnitude PSNR (:func:`~punmri.evaluate.metrics.psnr`) over validation
-    batches."""
+    batches.
+
+    In a distributed run every process must call it: batch ``j`` is scored by process
+    ``j % world_size`` with the main process's BatchNorm statistics, and the values are averaged
+    in batch order (the number a single process computes).
+    """
     model.eval()
-    values: list[float] = []
-    for b in val:
+    distributed.sync_buffers(model)
+    world, rank = distributed.world_size(), distributed.rank()
+    mine: list[tuple[int, list[float]]] = []
+    for j, b in enumerate(val):
+        if j % world != rank:
+            continue
         b = b.to(device)
         pred = model(b.kspace, b.operator()).cpu()
         pairs = zip(b.target.cpu(), pred, b.names, strict=True)
-        values += [psnr(t, p, name=n) for t, p, n in pairs]
+        mine.append((j, [psnr(t, p, name=n) for t, p, n in pairs]))
+    scored = sorted(pair for share in distributed.gather(mine) for pair in share)
+    values = [v for _, batch_values in scored for v in batch_values]
     model.train()
     return sum(values) / len(values)
 
@@ -105,6 +120,8 @@ class TrainResult:
     forward_passes: int  # batches run forward (training and validation)
     backward_passes: int  # batches back-propagated
     history: list[dict] = field(default_factory=list)
+    world_size: int = 1  # processes that trained (in the session that finished)
+    device: str = ""  # the main process's device in that session
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -166,6 +183,13 @@ def train(
         fwd, bwd = state["forward_passes"], state["backward_passes"]
     every = checkpoint_every or cfg.val_every
     main = is_main_process()
+    # Several processes (torchrun): each computes its share of the global batch and DDP averages
+    # the gradients; masks must agree, and the main process alone writes files.
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1 and any(isinstance(m, MaskParametrization) for m in model.modules()):
+        digest = distributed.mask_digest(current_masks(model))
+        distributed.check_same(digest, f"the pruning mask of {desc}")
+    net = distributed.wrap(model, device)  # ``model`` itself in a single process
 
     def checkpoint() -> None:
         if not main:
@@ -187,6 +211,10 @@ def train(
         )
         _write_log(out / "metrics.jsonl", history)
 
+    # Mixed precision: the forward runs under autocast (MoDL keeps its physics in complex64);
+    # fp16 scales the loss against gradient underflow (off: the scaler is a pass-through).
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stopped_early = False
     bar = tqdm(
         total=cfg.steps,
@@ -198,25 +226,28 @@ def train(
     )
     running = None
     t0 = time.perf_counter()
-    upcoming = stream.loader(step, cfg.steps, cfg.batch_size, cfg.workers)
+    upcoming = stream.loader(step, cfg.steps, cfg.batch_size, cfg.workers, rank, world)
     while step < cfg.steps:
         batch = next(upcoming).to(device)
-        pred = model(batch.kspace, batch.operator())
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = net(batch.kspace, batch.operator())
         loss = loss_fn(pred, batch.target)
         if hooks.regularizer is not None:
             loss = loss + hooks.regularizer(step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         if hooks.after_step is not None:
             hooks.after_step(step)
         fwd += 1
         bwd += 1
         step += 1
-        value = float(loss.detach())
+        value = distributed.mean(float(loss.detach()))  # the global batch's loss
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"training loss became {value} at step {step} ({desc}); lower train.lr or set "
@@ -251,11 +282,16 @@ def train(
     if stop_at is not None and step < cfg.steps and not stopped_early:
         wall += time.perf_counter() - t0
         checkpoint()
-        return TrainResult(step, best_step, best, math.nan, False, wall, fwd, bwd, history)
+        distributed.barrier()  # the others return once the main process's files are written
+        stopped = TrainResult(step, best_step, best, math.nan, False, wall, fwd, bwd, history)
+        stopped.world_size, stopped.device = world, str(device)
+        return stopped
     final_psnr = next((h["val_psnr"] for h in reversed(history) if "val_psnr" in h), math.nan)
     result = TrainResult(step, best_step, best, final_psnr, stopped_early, wall, fwd, bwd, history)
+    result.world_size, result.device = world, str(device)
     if main:
         write_json_atomic(done, asdict(result))
+    distributed.barrier()  # the others go on to read best.pt once it is written
     return result
 
 
