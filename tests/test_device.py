@@ -15,19 +15,13 @@ import torch
 from punmri.cli.main import main
 from punmri.config import load_config
 from punmri.errors import InputError
-from punmri.methods import (
-    MethodContext,
-    SearchBatches,
-    device_label,
-    find_method_mask,
-    run_device,
-)
+from punmri.methods import MethodContext, SearchBatches, find_method_mask
 from punmri.models import build_model
 from punmri.pipeline import load_run_data, run
 from punmri.pruning import SCORERS, Masks, find_mask, select_by_counts, select_top_k
 from punmri.pruning.scorers import magnitude, random
 from punmri.specs import ModelSpec
-from punmri.train import get_loss
+from punmri.train import device_label, get_loss, resolve_device
 
 from .conftest import TINY
 
@@ -60,23 +54,23 @@ def _context(tmp_path, device: str, extra: tuple[str, ...] = ()) -> MethodContex
 # ----------------------------------------------------------------------------- resolving the device
 
 
-def test_run_device_resolves_cpu_and_auto():
-    assert run_device("cpu") == torch.device("cpu")
+def test_resolve_device_resolves_cpu_and_auto():
+    assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert run_device("auto").type == expected
+    assert resolve_device("auto").type == expected
 
 
 @no_cuda
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_without_cuda_is_an_input_error_naming_train_device(name):
     with pytest.raises(InputError, match=r"train\.device='cuda.*no usable CUDA device"):
-        run_device(name)
+        resolve_device(name)
 
 
 @pytest.mark.parametrize("name", ["graphics", "mps", "meta", "cuda:x"])
 def test_unknown_or_unsupported_devices_are_input_errors(name):
     with pytest.raises(InputError, match=r"train\.device="):
-        run_device(name)
+        resolve_device(name)
 
 
 def test_device_label_states_cpu_threads():
@@ -181,7 +175,7 @@ def test_selection_treats_signed_zeros_alike():
     assert select_top_k(signed, 3)["w"].tolist() == [True, True, False, False, True]
 
 
-def test_masks_found_on_the_run_device_are_stored_on_the_cpu(tmp_path):
+def test_masks_found_on_the_resolve_device_are_stored_on_the_cpu(tmp_path):
     ctx = _context(tmp_path, "cpu")
     spec = ModelSpec("snip", 0, 0.3, 0.3)
     model = build_model(ctx.cfg.model, 0)

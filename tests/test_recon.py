@@ -48,7 +48,7 @@ def test_fully_sampled_file_gives_the_reference_in_its_own_units(
     assert np.isfinite(images).all()
     # With the zero-filled image as the "network", fully sampled data give the reference back:
     # same geometry (native resolution, centre crop) and the file's units (the scale is undone).
-    monkeypatch.setattr(punmri.recon, "model_recon", lambda model, device: zero_filled)
+    monkeypatch.setattr(punmri.recon, "model_recon", lambda model, device, *args: zero_filled)
     images = _recon(trained_run, path, tmp_path / "zero-filled.npy")
     with h5py.File(path, "r") as fh:
         rss = np.asarray(fh["reconstruction_rss"])

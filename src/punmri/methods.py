@@ -65,56 +65,6 @@ CHECK_OFFSET = 2_000_000
 REINIT_OFFSET = 10_007
 
 
-def run_device(name: str) -> torch.device:
-    """The device of ``train.device`` (:func:`punmri.train.resolve_device`), checked to exist.
-
-    Every stage of a run (mask searches, scorers, IMP, the mask check, training, validation and
-    evaluation) computes on this one device; there is no silent fallback to the CPU.
-
-    Raises:
-        InputError: naming ``train.device`` when it is not a device name, asks for CUDA on a
-            machine without a usable CUDA device, or for a CUDA index the machine does not have.
-    """
-    try:
-        device = resolve_device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(
-            f"train.device={name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"train.device={name!r} asks for CUDA, but this machine has no usable CUDA device "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); set "
-                "train.device=cpu, or auto to use CUDA only where it exists"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise InputError(
-                f"train.device={name!r}: this machine has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}; choose one of them"
-            )
-    elif device.type != "cpu":
-        raise InputError(
-            f"train.device={name!r}: punmri runs on 'cpu' or 'cuda' devices; use 'auto', 'cpu', "
-            "'cuda' or 'cuda:N'"
-        )
-    return device
-
-
-def device_label(device: torch.device | str) -> str:
-    """What a run computes on, for the report and ``metrics.json``: ``"cpu (4 threads)"`` or
-    ``"cuda:0 (NVIDIA H200)"``; a string is resolved first (:func:`run_device`)."""
-    if isinstance(device, str):
-        device = run_device(device)
-    if device.type == "cuda":
-        index = torch.cuda.current_device() if device.index is None else device.index
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return str(device)
-
-
 class SearchBatches:
     """Re-iterable ``((kspace, op), target)`` training batches for mask searches and scorers.
 
@@ -158,7 +108,8 @@ class MethodResult:
 @dataclass
 class MethodContext:
     """What every recipe needs: config, run directory, data, progress flag, and the device every
-    stage computes on (``train.device``, resolved and checked once here: :func:`run_device`)."""
+    stage computes on (``train.device``, resolved and checked once here by
+    :func:`~punmri.train.resolve_device`)."""
 
     cfg: RunConfig
     run_dir: Path
@@ -167,7 +118,7 @@ class MethodContext:
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
-        self.device = run_device(self.cfg.train.device)
+        self.device = resolve_device(self.cfg.train.device)
 
     def stream(self, seed: int) -> TrainingStream:
         """The deterministic training stream of ``seed``."""
@@ -616,7 +567,5 @@ __all__ = [
     "MethodContext",
     "MethodResult",
     "SearchBatches",
-    "device_label",
-    "run_device",
     "run_method",
 ]

@@ -45,13 +45,13 @@ from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
-from .methods import RECIPES, MethodContext, device_label, run_device, run_method
+from .methods import RECIPES, MethodContext, run_method
 from .models import build_model
 from .pruning import Masks, apply
 from .report import write_report
 from .specs import ModelSpec, RunData, TrainedModel
 from .stages import fingerprint, mark_stage_done, source_stamp, stage_is_current
-from .train import TrainResult, load_weights
+from .train import TrainResult, device_label, load_weights, resolve_device
 from .train.distributed import gather, is_main, main_first, on_main, rank, world_size
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -250,14 +250,14 @@ def _recons(
     cfg: RunConfig, out_dir: Path, data: RunData, trained: Sequence[TrainedModel]
 ) -> dict[str, ReconFn]:
     """Reconstruction functions of the baselines and every trained model (per seed)."""
-    device = run_device(cfg.train.device)  # checked: no silent fallback to the CPU
+    device = resolve_device(cfg.train.device)  # checked: no silent fallback to the CPU
     recons: dict[str, ReconFn] = {}
     for name in cfg.evaluate.baselines:
         lam = on_main(lambda: cs_lambda(cfg, data, out_dir)) if name == "cs-l1" else 0.0
         recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
     for tm in trained:
         key = seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)
-        recons[key] = model_recon(tm.model, device, cg_tol=cfg.evaluate.cg_tol)
+        recons[key] = model_recon(tm.model, device, cfg.evaluate.cg_tol, cfg.train.precision)
     return recons
 
 
@@ -484,6 +484,7 @@ def run(
     specs = model_specs(cfg)  # unknown methods fail before anything is written
     chosen = select_models(specs, only) if only else specs
     rank_share(cfg.train.batch_size, 0, world_size())  # a batch that does not split fails now
+    resolve_device(cfg.train.device)  # so does a device this machine does not have
     if only and overwrite:
         raise InputError(
             "--only with --overwrite would delete the networks other jobs train into the same "

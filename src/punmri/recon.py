@@ -95,7 +95,8 @@ def reconstruct_file(
     if method not in cfg.methods:
         raise InputError(f"--method {method!r} was not trained in {run_dir}: {list(cfg.methods)}")
     trained = load_trained(cfg, ModelSpec(method, cfg.seeds[0]), run_dir)
-    recon = model_recon(trained.model, resolve_device(cfg.train.device))
+    device = resolve_device(cfg.train.device)
+    recon = model_recon(trained.model, device, cfg.evaluate.cg_tol, cfg.train.precision)
     if is_fastmri_file(input_path):
         images = _fastmri_recon(input_path, recon)
     else:

@@ -13,6 +13,7 @@ from ..data.batches import collate, sample_groups
 from ..data.simulate import Sample
 from ..data.volumes import fit_to_shape
 from ..errors import InputError
+from ..models.modl import precision_autocast
 from .baselines import cs_l1_wavelet, zero_filled
 from .metrics import roi_metrics, slice_metrics, volume_metrics
 from .suites import Suite
@@ -22,8 +23,11 @@ from .tables import SliceRecord
 ReconFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def model_recon(model: nn.Module, device: torch.device, cg_tol: float = 0.0) -> ReconFn:
-    """Wrap a ``model(y, op)`` network as a :data:`ReconFn` (eval mode, no autograd).
+def model_recon(
+    model: nn.Module, device: torch.device, cg_tol: float = 0.0, precision: str = "fp32"
+) -> ReconFn:
+    """Wrap a ``model(y, op)`` network as a :data:`ReconFn` (eval mode, no autograd; the
+    denoiser under the autocast of ``precision``, as it was trained).
 
     ``cg_tol > 0`` lets the model's CG solves stop once the relative residual is below it (the
     model's ``cg_tol`` attribute, :class:`~punmri.models.MoDL`); 0 keeps the fixed step count.
@@ -39,7 +43,8 @@ def model_recon(model: nn.Module, device: torch.device, cg_tol: float = 0.0) -> 
     @torch.no_grad()
     def recon(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         op = SenseOperator(maps.to(device), mask.to(device))
-        return model(kspace.to(device), op).cpu()
+        with precision_autocast(precision, device):
+            return model(kspace.to(device), op).cpu()
 
     return recon
 

@@ -45,6 +45,13 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 DC_BACKWARDS = ("unrolled", "implicit")
 
 
+def precision_autocast(precision: str, device: torch.device | str) -> torch.autocast:
+    """The autocast context of ``precision`` on ``device`` (disabled for fp32): training,
+    validation and evaluation all run the denoiser under it; MoDL keeps its physics complex64."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype of ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``) on ``device``.
 

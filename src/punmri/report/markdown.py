@@ -11,8 +11,8 @@ import numpy as np
 
 from ..config import RunConfig
 from ..io import write_text_atomic
-from ..methods import device_label
 from ..models import count_parameters
+from ..train.device import device_label
 from .figures import (
     delta_bars,
     density_curves,

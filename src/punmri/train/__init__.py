@@ -1,7 +1,8 @@
 """Training: losses, checkpoints and the resumable loop."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import TrainHooks, TrainResult, load_weights, resolve_device, train, validate
+from .device import device_label, resolve_device
+from .loop import TrainHooks, TrainResult, load_weights, train, validate
 from .losses import LOSSES, get_loss, ssim_torch
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "get_loss",
     "load_checkpoint",
     "load_weights",
+    "device_label",
     "resolve_device",
     "save_checkpoint",
     "ssim_torch",

@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..data.batches import Batch, TrainingStream
 from ..evaluate.metrics import psnr
 from ..io import write_json_atomic, write_text_atomic
-from ..models.modl import autocast_dtype
+from ..models.modl import autocast_dtype, precision_autocast
 from ..pruning import MaskParametrization, current_masks
 from . import distributed
 from .checkpoint import (
@@ -35,15 +35,8 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .device import resolve_device
 from .losses import get_loss
-
-
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; other names are passed to ``torch.device``.
-    In a distributed run, ``cuda`` names this process's GPU (``cuda:LOCAL_RANK``)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return distributed.device_of_rank(torch.device(name))
 
 
 def is_main_process() -> bool:
@@ -65,9 +58,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> float:
+def validate(
+    model: nn.Module, val: Sequence[Batch], device: torch.device, precision: str = "fp32"
+) -> float:
     """Mean per-slice magnitude PSNR (:func:`~punmri.evaluate.metrics.psnr`) over validation
-    batches.
+    batches, the denoiser under the autocast of ``precision`` (as in training).
 
     In a distributed run every process must call it: batch ``j`` is scored by process
     ``j % world_size`` with the main process's BatchNorm statistics, and the values are averaged
@@ -81,7 +76,8 @@ def validate(model: nn.Module, val: Sequence[Batch], device: torch.device) -> fl
         if j % world != rank:
             continue
         b = b.to(device)
-        pred = model(b.kspace, b.operator()).cpu()
+        with precision_autocast(precision, device):
+            pred = model(b.kspace, b.operator()).cpu()
         pairs = zip(b.target.cpu(), pred, b.names, strict=True)
         mine.append((j, [psnr(t, p, name=n) for t, p, n in pairs]))
     scored = sorted(pair for share in distributed.gather(mine) for pair in share)
@@ -168,6 +164,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     if hooks.on_optimizer is not None:
         hooks.on_optimizer(optimizer)
+    # Mixed precision: the forward runs under autocast (MoDL keeps its physics in complex64);
+    # fp16 scales the loss against gradient underflow (off: the scaler is a pass-through).
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     torch.manual_seed(seed)
     step, best, best_step, bad_vals, wall = 0, -math.inf, -1, 0, 0.0
     fwd = bwd = 0
@@ -178,6 +178,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if state.get("scaler"):  # fp16: resume with the loss scale reached, not the default
+            scaler.load_state_dict(state["scaler"])
         step, best, best_step = state["step"], state["best"], state["best_step"]
         bad_vals, wall, history = state["bad_vals"], state["wall_s"], state["history"]
         fwd, bwd = state["forward_passes"], state["backward_passes"]
@@ -199,6 +201,7 @@ def train(
             **model_state(model),
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
             rng=rng_state(),
             step=step,
             best=best,
@@ -211,10 +214,6 @@ def train(
         )
         _write_log(out / "metrics.jsonl", history)
 
-    # Mixed precision: the forward runs under autocast (MoDL keeps its physics in complex64);
-    # fp16 scales the loss against gradient underflow (off: the scaler is a pass-through).
-    amp_dtype = autocast_dtype(cfg.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stopped_early = False
     bar = tqdm(
         total=cfg.steps,
@@ -229,7 +228,7 @@ def train(
     upcoming = stream.loader(step, cfg.steps, cfg.batch_size, cfg.workers, rank, world)
     while step < cfg.steps:
         batch = next(upcoming).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with precision_autocast(cfg.precision, device):
             pred = net(batch.kspace, batch.operator())
         loss = loss_fn(pred, batch.target)
         if hooks.regularizer is not None:
@@ -259,7 +258,7 @@ def train(
         if step % 10 == 0 or validate_now:
             history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
         if validate_now:
-            psnr = validate(model, val, device)
+            psnr = validate(model, val, device, cfg.precision)
             fwd += len(val)
             history.append({"step": step, "val_psnr": psnr})
             if psnr > best:
