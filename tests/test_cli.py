@@ -185,7 +185,7 @@ def test_bad_method_writes_nothing_and_failed_start_takes_new_config(tmp_path, c
     assert "unknown method 'lottery'" in capsys.readouterr().err
     assert not out.exists()
     from punmri.config import load_config
-    from punmri.pipeline import prepare_run_dir
+    from punmri.rundir import prepare_run_dir
 
     prepare_run_dir(load_config(None, TINY), out)  # a run that died before any stage finished
     prepare_run_dir(load_config(None, [*TINY, "train.steps=9"]), out)
@@ -198,7 +198,7 @@ def test_resume_accepts_a_config_saved_before_a_setting_existed(tmp_path):
     import yaml
 
     from punmri.config import load_config
-    from punmri.pipeline import prepare_run_dir
+    from punmri.rundir import prepare_run_dir
 
     out = tmp_path / "run"
     prepare_run_dir(load_config(None, TINY), out)
@@ -232,16 +232,16 @@ def test_console_summary_is_one_table(trained_run, capsys):
 
 
 def test_eval_of_a_new_source_reuses_the_runs_suites(trained_run, tmp_path, monkeypatch):
-    import punmri.pipeline
+    import punmri.evaluate.shared
 
     evaluated = []
-    real = punmri.pipeline.evaluate_methods
+    real = punmri.evaluate.shared.evaluate_methods
 
     def spy(recons, suites, *args, **kwargs):
         evaluated.extend(s.name for s in suites)
         return real(recons, suites, *args, **kwargs)
 
-    monkeypatch.setattr(punmri.pipeline, "evaluate_methods", spy)
+    monkeypatch.setattr(punmri.evaluate.shared, "evaluate_methods", spy)
     np.save(tmp_path / "more.npy", np.random.default_rng(1).uniform(size=(2, 30, 30)))
     out = tmp_path / "eval"
     args = ["eval", "--run", str(trained_run), "--data", str(tmp_path / "more.npy")]

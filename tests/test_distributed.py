@@ -184,7 +184,8 @@ def test_rank_shares_make_up_the_global_batch(tiny_config):
 
 
 def test_evaluation_shares_cut_at_batches_and_volumes():
-    from punmri.pipeline import EVAL_BATCH, cut_points, share_of
+    from punmri.evaluate.runner import EVAL_BATCH
+    from punmri.evaluate.shared import cut_points, share_of
 
     plain = [SimpleNamespace(extras={}) for _ in range(20)]
     assert cut_points(plain) == list(range(0, 20, EVAL_BATCH)) == [0, 8, 16]

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from . import __version__
-from .config import RunConfig, load_config, save_config, to_dict
+from .config import RunConfig, load_config, to_dict
 from .data.anatomy import training_splits
 from .data.batches import SimulatedSlices, collate, rank_share
 from .data.measured import (
@@ -40,99 +38,30 @@ from .data.measured import (
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
+from .evaluate.shared import evaluate_shared
 from .evaluate.shifts import build_measured_suites, build_suites
-from .evaluate.statistics import split_seed, suite_statistics, summary_line
 from .evaluate.suites import Suite, simulated_suite
+from .evaluate.summary import summarize
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
 from .methods import RECIPES, MethodContext, run_method
 from .models import build_model
 from .pruning import Masks, apply
 from .report import write_report
+from .rundir import (
+    EVALUATION_IRRELEVANT_KEYS,
+    load_run_config,
+    prepare_run_dir,
+    without,
+)
 from .specs import ModelSpec, RunData, TrainedModel
 from .stages import fingerprint, mark_stage_done, source_stamp, stage_is_current
-from .train import TrainResult, device_label, load_weights, resolve_device
-from .train.distributed import gather, is_main, main_first, on_main, rank, world_size
+from .train import TrainResult, load_weights, resolve_device
+from .train.distributed import is_main, main_first, on_main, world_size
 
 CS_LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 #: Marker of a finished evaluation stage (the fingerprint of its inputs), written last.
 EVALUATION_MARKER = "eval/done.json"
-
-
-def prepare_run_dir(cfg: RunConfig, out: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out`` or reopen it for resuming.
-
-    An existing directory is resumed only when its saved config equals ``cfg``; a directory with
-    another config (or foreign files) is refused unless ``overwrite`` deletes it first. A
-    directory holding nothing but its config (a run that failed before any stage finished) takes
-    the new config.
-    """
-    out = Path(out)
-    saved = out / "config.yaml"
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    elif out.exists() and any(p.name != "config.yaml" for p in out.iterdir()):
-        if not saved.is_file():
-            raise InputError(
-                f"output directory {out} exists and is not a punmri run; choose another --out "
-                "or pass --overwrite to replace it"
-            )
-        # Through load_config, so that settings added to punmri since (with their defaults)
-        # do not count as a difference.
-        previous = to_dict(load_config(saved))
-        if _without(previous, _SELECTION_KEYS) != _without(to_dict(cfg), _SELECTION_KEYS):
-            raise InputError(
-                f"run directory {out} holds a run with a different config; resume it with the "
-                "same config (methods, seeds, extra densities and evaluation may change), choose "
-                "another --out, or pass --overwrite to replace it"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, saved)
-    return out
-
-
-#: Config entries that only select *which* networks to train, where they run or how to evaluate
-#: them: a run may be resumed with other values (finished networks are reused, new ones trained,
-#: evaluation redone).
-_SELECTION_KEYS = (
-    ("name",),
-    ("methods",),
-    ("seeds",),
-    ("prune", "densities"),
-    ("prune", "sweep_methods"),
-    ("train", "device"),
-    ("train", "threads"),
-    ("train", "workers"),
-    ("evaluate",),
-)
-
-
-#: Config entries that do not change what evaluation computes (name, where it runs).
-_EVALUATION_IRRELEVANT_KEYS = (
-    ("name",),
-    ("train", "device"),
-    ("train", "threads"),
-    ("train", "workers"),
-)
-
-
-def _without(config: dict, keys: Sequence[tuple[str, ...]]) -> dict:
-    """A copy of the config dict ``config`` without the entries at the key paths ``keys``."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for path in keys:
-        node = out
-        for key in path[:-1]:
-            node = node.get(key, {})
-        node.pop(path[-1], None)
-    return out
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise InputError(f"{run_dir} is not a punmri run directory (no config.yaml)")
-    return load_config(path)
 
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
@@ -281,7 +210,7 @@ def evaluation_fingerprint(
         files += [directory / "train" / "best.pt"]
         files += [directory / "mask.pt"] if (directory / "mask.pt").is_file() else []
     settings = {
-        "config": _without(to_dict(cfg), _EVALUATION_IRRELEVANT_KEYS),
+        "config": without(to_dict(cfg), EVALUATION_IRRELEVANT_KEYS),
         "sources": [source_stamp(p) for p in [*cfg.data.paths, *sources]],
         "models": [f"{spec.name}#s{spec.seed}" for spec in specs],
         "punmri": __version__,
@@ -295,92 +224,6 @@ def finished_evaluation(out_dir: Path, digest: str | None) -> dict | None:
     if digest is None or not stage_is_current(out_dir / EVALUATION_MARKER, digest, outputs):
         return None
     return json.loads((out_dir / "metrics.json").read_text())
-
-
-#: Slices :func:`~punmri.evaluate.runner.evaluate_suite` reconstructs together (its batch size): a
-#: distributed evaluation cuts simulated suites at multiples of it, so every batch, and every
-#: score, is the one a single process computes.
-EVAL_BATCH = 8
-
-
-class _Part(Sequence):
-    """Slices ``start .. stop - 1`` of a suite's samples, read on access (lazy suites stay lazy)."""
-
-    def __init__(self, samples: Sequence, start: int, stop: int) -> None:
-        self.samples, self.positions = samples, range(start, stop)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self.samples[j] for j in self.positions[i]]
-        return self.samples[self.positions[i]]
-
-    def __iter__(self):
-        return (self.samples[j] for j in self.positions)
-
-
-def cut_points(samples: Sequence) -> list[int]:
-    """Positions where a suite may be divided between processes: where a volume starts in a
-    measured suite (per-volume metrics need whole volumes; a lazy suite's volumes are found from
-    its index without reading k-space), else every :data:`EVAL_BATCH`-th slice."""
-    dataset, indices = getattr(samples, "dataset", None), getattr(samples, "indices", None)
-    if dataset is not None and indices is not None and hasattr(dataset, "entry"):
-        entries = [dataset.entry(i) for i in indices]
-        return [i for i in range(len(entries)) if i == 0 or entries[i] is not entries[i - 1]]
-    volumes = [s.extras.get("volume") for s in samples]
-    if any(v is not None for v in volumes):
-        return [i for i in range(len(volumes)) if i == 0 or volumes[i] != volumes[i - 1]]
-    return list(range(0, len(samples), EVAL_BATCH))
-
-
-def share_of(cuts: Sequence[int], n: int, rank: int, world: int) -> tuple[int, int]:
-    """``(start, stop)``: the contiguous slices of ``n`` that process ``rank`` of ``world``
-    evaluates: the pieces between ``cuts`` whose middle lies in its equal share ``[rank * n /
-    world, (rank + 1) * n / world)``, so the shares, concatenated in rank order, are the suite in
-    order (a process may get none)."""
-    bounds = [*cuts, n]
-    middles = [bounds[k] + bounds[k + 1] for k in range(len(cuts))]  # twice the middle
-    mine = [k for k, m in enumerate(middles) if (m - 1) * world // (2 * n) == rank]  # ties: lower
-    if not mine:
-        return 0, 0
-    return bounds[mine[0]], bounds[mine[-1] + 1]
-
-
-def evaluate_shared(
-    recons: dict[str, ReconFn],
-    suites: Sequence[Suite],
-    progress: bool = True,
-    keep_images: int = 0,
-) -> tuple[list[SliceRecord], dict[tuple[str, str], np.ndarray], list[SliceRecord]]:
-    """:func:`~punmri.evaluate.runner.evaluate_methods` with the slices of every suite divided
-    between the processes of a distributed run (:func:`share_of`, whole volumes of measured
-    suites); every process gets all records, in the order of a single process."""
-    world = world_size()
-    if world == 1:
-        return evaluate_methods(recons, suites, progress, keep_images)
-    mine = []
-    for suite in suites:
-        start, stop = share_of(cut_points(suite.samples), len(suite), rank(), world)
-        mine.append(dataclasses.replace(suite, samples=_Part(suite.samples, start, stop)))
-    shares = gather(evaluate_methods(recons, mine, progress and is_main(), keep_images))
-    jobs = [(m, s.name) for m in recons for s in suites]
-
-    def in_order(records: list[SliceRecord]) -> list[SliceRecord]:
-        by_job: dict[tuple[str, str], list[SliceRecord]] = {}
-        for r in records:
-            by_job.setdefault((r.method, r.suite), []).append(r)
-        return [r for job in jobs for r in by_job.get(job, [])]
-
-    records = in_order([r for share in shares for r in share[0]])
-    volumes = in_order([r for share in shares for r in share[2]])
-    images = {}
-    for job in jobs:
-        parts = [share[1][job] for share in shares if job in share[1]]
-        if parts and len({part.shape[1:] for part in parts}) == 1:
-            images[job] = np.concatenate(parts)[:keep_images]
-    return records, images, volumes
 
 
 def evaluate_and_report(
@@ -620,63 +463,10 @@ def _reusable_evaluation(run_dir: Path, train_cfg: RunConfig, cfg: RunConfig) ->
     reuse them: the run's evaluation is complete and ``cfg`` evaluates its suites as it did
     (only ``data.paths`` added); else an empty list (everything is evaluated)."""
     ignore = (("name",), ("data", "paths"))
-    same = _without(to_dict(cfg), ignore) == _without(to_dict(train_cfg), ignore)
+    same = without(to_dict(cfg), ignore) == without(to_dict(train_cfg), ignore)
     if not same or not (run_dir / EVALUATION_MARKER).is_file():
         return []
     return [run_dir / "eval" / "slices.csv", run_dir / "eval" / "volumes.csv"]
-
-
-def summarize(
-    records: list[SliceRecord],
-    trained: Sequence[TrainedModel],
-    cfg: RunConfig,
-    suites: Sequence[Suite] = (),
-) -> dict:
-    """The ``metrics.json`` contract: per method and suite the mean/std over slices and seeds,
-    paired differences to ``dense`` with bootstrap 95% CIs, a summary line per method (ID delta and
-    mean OOD delta), suite difficulty and descriptions, and per-method costs."""
-    folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
-    metrics = aggregate(folded)
-    methods = metrics["methods"]
-    if "dense" in methods:
-        others = sorted({r.method for r in records if split_seed(r.method)[0] != "dense"})
-        bases = sorted({split_seed(m)[0] for m in others})
-        stats = suite_statistics(records, bases, reference="dense", seed=cfg.evaluate.test_seed)
-        metrics["summary"] = {}
-        for method, per_suite in stats.items():
-            for suite, entry in per_suite.items():
-                target = methods[method]["suites"][suite]
-                target["delta_psnr"] = entry["delta_psnr"]
-                target["delta_ssim"] = entry["delta_ssim"]
-            metrics["summary"][method] = summary_line(stats, method, seed=cfg.evaluate.test_seed)
-    metrics["suites"] = {
-        s.name: {
-            "description": s.description,
-            "n_slices": len(s),
-            **{
-                f"{m}_psnr": methods[m]["suites"][s.name]["psnr"]
-                for m in ("zero-filled", "dense")
-                if m in methods and s.name in methods[m]["suites"]
-            },
-        }
-        for s in suites
-    }
-    for tm in trained:
-        entry = methods.setdefault(tm.spec.name, {"suites": {}})
-        costs = entry.setdefault("costs", {})
-        for key, value in tm.costs.items():
-            costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds)
-        entry.setdefault("seeds", []).append(tm.spec.seed)
-        entry.setdefault("best_step", []).append(tm.result.best_step)
-        training = entry.setdefault("training", {})
-        for key in ("steps", "best_step", "best_val_psnr", "final_val_psnr", "stopped_early"):
-            training.setdefault(key, []).append(getattr(tm.result, key))
-        if tm.spec.density is not None:
-            entry["density"] = tm.spec.density
-    metrics["config"] = to_dict(cfg)
-    metrics["image_shape"] = list(cfg.data.image_size)
-    metrics["device"] = device_label(cfg.train.device)
-    return metrics
 
 
 __all__ = ["ModelSpec", "RunData", "TrainedModel", "load_run_data", "prepare_run_dir", "run"]

@@ -47,19 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="data -> train -> evaluate -> report")
-    _add_config_args(p)
-    p.add_argument("--out", default=None, help="run directory (default runs/NAME)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_only(p)
-    _add_progress(p)
-
-    p = sub.add_parser("train", help="train the configured models only (no evaluation)")
-    _add_config_args(p)
-    p.add_argument("--out", default=None, help="run directory (default runs/NAME)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_only(p)
-    _add_progress(p)
+    for name, text in (
+        ("run", "data -> train -> evaluate -> report"),
+        ("train", "train the configured models only (no evaluation)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_config_args(p)
+        p.add_argument("--out", default=None, help="run directory (default runs/NAME)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+        _add_only(p)
+        _add_progress(p)
 
     p = sub.add_parser("prune", help="find a pruning mask of the initial network")
     _add_config_args(p)

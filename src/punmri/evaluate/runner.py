@@ -19,6 +19,10 @@ from .metrics import roi_metrics, slice_metrics, volume_metrics
 from .suites import Suite
 from .tables import SliceRecord
 
+#: Slices reconstructed together (the evaluation batch); a distributed evaluation cuts simulated
+#: suites at multiples of it (:mod:`punmri.evaluate.shared`).
+EVAL_BATCH = 8
+
 #: A reconstruction: batch tensors (kspace, maps, mask) -> complex images (B, H, W).
 ReconFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -130,7 +134,7 @@ class _VolumeScorer:
 
 
 def evaluate_suite(
-    method: str, recon: ReconFn, suite: Suite, keep_images: int = 0, batch_size: int = 8
+    method: str, recon: ReconFn, suite: Suite, keep_images: int = 0, batch_size: int = EVAL_BATCH
 ) -> tuple[list[SliceRecord], list[SliceRecord], np.ndarray | None]:
     """Reconstruct and score every slice of ``suite`` with ``recon``, streaming batches (slices
     are read, reconstructed and scored a batch at a time; a batch never mixes shapes).

@@ -39,12 +39,6 @@ from .device import resolve_device
 from .losses import get_loss
 
 
-def is_main_process() -> bool:
-    """True unless running under torch.distributed with a rank other than 0 (logging, files)."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
-
-
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate at ``step`` (linear warm-up, then the schedule)."""
     if step < cfg.warmup_steps:
@@ -184,7 +178,7 @@ def train(
         bad_vals, wall, history = state["bad_vals"], state["wall_s"], state["history"]
         fwd, bwd = state["forward_passes"], state["backward_passes"]
     every = checkpoint_every or cfg.val_every
-    main = is_main_process()
+    main = distributed.is_main()
     # Several processes (torchrun): each computes its share of the global batch and DDP averages
     # the gradients; masks must agree, and the main process alone writes files.
     world, rank = distributed.world_size(), distributed.rank()
