@@ -220,7 +220,7 @@ def _step_child(folder: str, cache: str, batch: int, overrides: list[str], repea
         "params": count_parameters(model),
         "model": (
             f"{cfg.denoiser} {cfg.channels}ch x{cfg.depth}, K={cfg.unrolls}, "
-            f"CG={cfg.cg_iterations}, batchnorm={'on' if cfg.batchnorm else 'off'}"
+            f"CG={cfg.cg_iterations}, norm={cfg.norm}"
         ),
         "shape": list(data.kspace.shape),
         "peak_rss_mib": _max_rss_mib(),

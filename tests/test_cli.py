@@ -208,7 +208,7 @@ def test_resume_accepts_a_config_saved_before_a_setting_existed(tmp_path):
     (out / "models").mkdir()  # a finished stage: the directory is no longer empty
     prepare_run_dir(load_config(None, TINY), out)
     with pytest.raises(InputError, match="different config"):
-        prepare_run_dir(load_config(None, [*TINY, "model.batchnorm=false"]), out)
+        prepare_run_dir(load_config(None, [*TINY, "model.batchnorm=true"]), out)
 
 
 def test_lesion_suite_reports_roi_metrics(tmp_path):

@@ -67,7 +67,9 @@ def test_resnet_without_batchnorm():
     def norms(cfg):
         return sum(isinstance(m, nn.BatchNorm2d) for m in build_model(cfg.model, 0).modules())
 
-    assert norms(load_config(None, ["model.depth=3"])) == 2
+    assert norms(load_config(None, ["model.depth=3"])) == 0  # default norm: none (measured)
+    assert norms(load_config(None, ["model.depth=3", "model.batchnorm=true"])) == 2
+    assert norms(load_config(None, ["model.depth=3", "model.norm=batch"])) == 2
     assert norms(load_config(None, ["model.depth=3", "model.batchnorm=false"])) == 0
     # harmless for the denoisers without BatchNorm: accepted, the same network either way
     for denoiser in ("unet", "didn"):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from punmri.config import DataConfig
+from punmri.data.anatomy import (
+    SLICE_AXIS,
+    load_source_volume,
+    other_view,
+    slab_extent,
+    view_crop_note,
+)
 from punmri.data.phantoms import phantom_volume, random_ellipses, shepp_logan
 from punmri.data.sources import ImageSet, load_images
 from punmri.data.volumes import (
@@ -144,6 +153,36 @@ def test_colin27_at_2mm() -> None:
     for got, want in zip(vol.shape, (91, 109, 91), strict=True):
         assert abs(got - want) <= 1
     assert vol.data.dtype == np.float32 and vol.data.max() > 0
+
+
+def test_other_view_keeps_only_the_test_slab() -> None:
+    rng = np.random.default_rng(4)
+    for train_view, view in (("axial", "coronal"), ("axial", "sagittal"), ("sagittal", "axial")):
+        cfg = DataConfig(source="phantom", image_size=(24, 20), view=train_view)
+        volume = load_source_volume(cfg)
+        first, last, n_positions = slab_extent(cfg, "test", volume)
+        assert 0 < first <= last < n_positions - 1
+        # scramble every voxel outside the test slab within its training-view slice: the slabs
+        # (which depend on each slice's tissue fraction) stay, the other view must not change
+        scrambled = volume.data.copy()
+        slices = np.moveaxis(scrambled, SLICE_AXIS[train_view], 0)
+        for k in [*range(first), *range(last + 1, n_positions)]:
+            slices[k] = rng.permutation(slices[k].ravel()).reshape(slices[k].shape)
+            np.testing.assert_array_equal(
+                np.sort(slice_volume(scrambled, train_view)[k].ravel()), np.sort(slices[k].ravel())
+            )
+        other = dataclasses.replace(volume, data=scrambled)
+        assert slab_extent(cfg, "test", other) == (first, last, n_positions)
+        kept, again = other_view(cfg, view, volume), other_view(cfg, view, other)
+        assert kept.names == again.names and len(kept) > 0
+        np.testing.assert_array_equal(kept.images, again.images)
+        _assert_unit(kept.images)
+        note = view_crop_note(cfg, view, volume)
+        assert f"{train_view} positions {first}-{last} of {n_positions}" in note
+    # the uncropped view does change: it crosses the training slab
+    assert not np.array_equal(slice_volume(volume, view), slice_volume(other, view))
+    with pytest.raises(InputError, match="training view"):
+        other_view(cfg, train_view, volume)
 
 
 def test_missing_colin27_mentions_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,8 @@ from .conftest import TINY
 FAST = [
     "prune.pun.steps=4",
     "prune.pun.log_every=2",
+    "prune.pun_uniform.steps=4",
+    "prune.pun_uniform.log_every=2",
     "prune.synflow_iterations=2",
     "prune.imp_rounds=2",
     "prune.finetune_steps=2",
@@ -27,8 +29,8 @@ FAST = [
     "evaluate.baselines=[zero-filled]",
 ]
 ALL = (
-    "[dense,pun,random,random-erk,magnitude,snip,grasp,synflow,pun-shuffled,pun-reinit,"
-    "pun-wt,pun-at,magnitude-at,imp]"
+    "[dense,pun,pun-uniform,random,random-erk,magnitude,snip,grasp,synflow,pun-shuffled,"
+    "pun-reinit,pun-wt,pun-at,magnitude-at,imp]"
 )
 
 

@@ -89,7 +89,16 @@ def test_coronal_view_uses_other_slices(splits: dict[str, ImageSet]) -> None:
     assert all(":coronal:" in s.name for s in coronal.samples)
     assert all(":axial:" in s.name for s in idd.samples)
     assert not np.allclose(idd.samples[0].target, coronal.samples[0].target)
-    assert coronal.description == "view axial -> coronal"
+    # cropped to the test slab (axial positions 29-32 of the phantom): no training voxels
+    assert coronal.description == (
+        "view axial -> coronal, test slab only (axial positions 29-32 of 40; a 4x48 band "
+        "centred in 24x20 pixels, no training or validation voxels)"
+    )
+    for sample in coronal.samples:
+        rows = np.flatnonzero(np.abs(sample.target).max(axis=1) > 0)
+        assert rows.min() >= 10 and rows.max() <= 13  # the 4-row band, centred in 24 rows
+    described = _config(SuiteConfig(name="coronal", source="coronal", description="mine"))
+    assert build_suites(described, splits)[1].description == "mine"
 
 
 def test_lesion_suite_has_roi(splits: dict[str, ImageSet]) -> None:

@@ -8,14 +8,23 @@ directories, and the final ``train/`` directory; every stage whose output exists
 Methods (PAPER.md names in brackets):
 
 - ``dense``: the unpruned network.
-- ``pun`` [PUN-IT]: Gumbel-softmax mask search on the frozen initial weights, then training.
+- ``dense-narrow``: a dense network whose denoiser width (``model.channels``) is reduced until its
+  prunable weights match the kept weights of the pruned networks at the same density; trained
+  like ``dense`` (the parameter-count control, :func:`narrow_width`).
+- ``pun`` [PUN-IT]: Gumbel-softmax mask search on the frozen initial weights, then training; the
+  paper's recipe: one global top-s ranking, the KL summed over weights, thousands of search steps
+  (``prune.pun``, :class:`~punmri.config.PaperPunSearchConfig`), guarded against pruning a layer
+  away (``prune.pun_guard``, see :func:`pun_options`).
+- ``pun-uniform``: the same search with exact per-layer counts (``prune.pun_allocation``), the KL
+  averaged and 300 steps (``prune.pun_uniform``): what ``pun`` was before the paper preset.
 - ``random``, ``random-erk``, ``magnitude``, ``snip``, ``grasp``, ``synflow``: pruning at
   initialisation by other scores, then training.
-- ``pun-shuffled``: PUN's mask shuffled within each layer (a random mask with PUN's per-layer
-  counts: the layer-count control); ``pun-reinit``: PUN's mask on re-initialised weights
-  (Frankle et al. 2021 sanity checks).
-- ``pun-wt`` [PUN-WT]: mask logits learned jointly with the weights, hardened, then fine-tuned.
-- ``pun-at`` [PUN-AT]: the PUN search on the trained dense weights, then fine-tuning.
+- ``pun-shuffled``: ``pun``'s mask shuffled within each layer (a random mask with PUN's
+  per-layer counts: the layer-count control); ``pun-reinit``: ``pun``'s mask on re-initialised
+  weights (Frankle et al. 2021 sanity checks).
+- ``pun-wt`` [PUN-WT]: mask logits learned jointly with the weights, hardened, then fine-tuned
+  (``pun-uniform``'s settings).
+- ``pun-at`` [PUN-AT]: the ``pun-uniform`` search on the trained dense weights, then fine-tuning.
 - ``magnitude-at``: one-shot magnitude pruning of the trained dense network plus fine-tuning.
 - ``imp``: iterative magnitude pruning with rewinding (lottery tickets).
 """
@@ -32,20 +41,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .config import ModelConfig, PruneConfig, RunConfig
 from .data.batches import TrainingStream
 from .errors import InputError
 from .io import write_json_atomic
-from .models import build_model
+from .models import build_model, count_parameters
 from .pruning import (
     Masks,
     apply,
     attach_gates,
+    boundary_targets,
     find_mask,
     gate_kl,
     gate_parameters,
     harden,
     imp_density_schedule,
+    kept_count,
     magnitude_prune_step,
     prunable_targets,
     register_optimizer_hook,
@@ -239,7 +250,7 @@ def mask_stage(
 
     def load_or_compute() -> Masks:
         if path.is_file():
-            return Masks.load(path)
+            return check_preset(Masks.load(path), spec.method, path)
         masks = compute()
         if check:
             masks.metadata["check"] = mask_check(ctx, spec, masks)
@@ -262,9 +273,45 @@ def save_mask(masks: Masks, directory: Path) -> None:
     write_json_atomic(directory / "mask.json", summary)
 
 
-#: Methods whose mask is found on the initial weights (what ``punmri prune`` offers).
+#: Which PUN search a method's mask comes from (``metadata["preset"]``): ``pun`` (the paper's
+#: PUN-IT) or ``pun-uniform``; the controls derive theirs from ``pun``'s mask.
+PRESET_OF: dict[str, str] = {
+    "pun": "pun",
+    "pun-uniform": "pun-uniform",
+    "pun-shuffled": "pun",
+    "pun-reinit": "pun",
+}
+
+
+def check_preset(masks: Masks, method: str, path: Path) -> Masks:
+    """``masks`` (loaded from ``path``) when it comes from ``method``'s PUN search, else an
+    :class:`InputError` saying what to do.
+
+    ``pun`` is the paper preset since the per-layer search was renamed ``pun-uniform``: a run
+    directory written before holds a per-layer mask under ``models/pun`` (and controls derived from
+    it), which must not be trained or reported as the paper's. Such a mask has no ``preset``; it
+    is accepted as ``pun-uniform``'s (after moving the directory there).
+    """
+    expected = PRESET_OF.get(method.partition("@")[0])
+    found = masks.metadata.get("preset")
+    if expected is None or found == expected:
+        return masks
+    if found is None and expected == "pun-uniform" and masks.metadata.get("method") == "pun":
+        return masks  # a per-layer PUN mask written before the rename
+    origin = f"the {found!r} search" if found else "the per-layer PUN search of earlier punmri"
+    raise InputError(
+        f"{path} was found by {origin}, not by {expected!r}: method `pun` is now the paper's "
+        "PUN-IT (global ranking, KL summed) and the per-layer search is `pun-uniform`. Move "
+        f"{path.parent.parent} to models/pun-uniform (and list pun-uniform in methods) to keep "
+        "it, or delete it and the pun-shuffled/pun-reinit directories to search anew"
+    )
+
+
+#: Methods whose mask is found on the initial weights (what ``punmri prune`` offers):
+#: ``(mask method for find_method_mask, allocation or None for the config's)``.
 INIT_METHODS: dict[str, tuple[str, str | None]] = {
     "pun": ("pun", None),
+    "pun-uniform": ("pun-uniform", None),
     "random": ("random", "uniform"),
     "random-erk": ("random", "erk"),
     "magnitude": ("magnitude", None),
@@ -309,37 +356,84 @@ def _pruning_at_init(method: str, allocation: str | None = None) -> Callable:
     return recipe
 
 
+def pun_options(prune: PruneConfig, model: nn.Module, targets: list[str]) -> dict[str, Any]:
+    """:func:`~punmri.pruning.find_mask` options of ``pun``, the paper's PUN-IT (PAPER.md).
+
+    The search is ``prune.pun`` (:class:`~punmri.config.PaperPunSearchConfig`: KL summed over
+    weights, 3000 steps, Adam lr 1e-2 on the logits, temperature 1 -> 0.2) and the mask is one
+    global top-s ranking of the keep probabilities, as the paper has it, with one guard
+    (``prune.pun_guard``), because at initialisation the bare global ranking prunes the denoiser's
+    output layer to nothing here (0 or 1 of its 576 weights on the demo MoDL, docs/BENCHMARKS.md):
+    the untrained denoiser only hurts the loss, so the search learns to switch it off, and a
+    network without an output layer cannot be trained.
+
+    The default guard, ``channel-min``, keeps the best-ranked weight of every output channel of
+    every layer (counted in the density: the global ranking shares the rest). We chose it over
+    keeping the first and last layers dense (``first-last``, the common practice, also offered)
+    because in the shallow, narrow denoisers here those two layers are a large share of the
+    weights: 1,152 of the 28,800 of the demo and results ResNet (4.0%), more than the 3% and 1%
+    the results run keeps, so ``first-last`` cannot be counted in those densities at all, and at
+    5% it would leave 1% to the remaining layers, an allocation fixed by hand rather than by the
+    ranking. ``channel-min`` fixes 130 weights there (0.45%) and otherwise leaves the ranking
+    alone; no layer and no output channel (the real and imaginary outputs in particular) is
+    emptied. For the paper's 64-channel DIDN (millions of weights) both guards fix well under 1%
+    of the weights, and ``first-last`` is the closer to common practice there.
+    """
+    opts: dict[str, Any] = {"config": prune.pun}
+    if prune.pun_guard == "first-last":
+        opts["dense_layers"] = boundary_targets(model, targets)
+    elif prune.pun_guard == "channel-min":
+        opts["channel_min"] = 1
+    return opts
+
+
 def find_method_mask(
     ctx: MethodContext, spec: ModelSpec, model: nn.Module, method: str, allocation: str | None
 ) -> Masks:
     """The ``method`` mask of ``model`` at ``spec.density``, searched on ``ctx.device`` (``model``
     is moved there in place; its batches are built there). Randomness comes from a CPU generator
-    seeded with ``spec.seed``, and the mask is returned on the CPU, whatever the device."""
+    seeded with ``spec.seed``, and the mask is returned on the CPU, whatever the device.
+
+    ``method`` is a :data:`~punmri.pruning.METHODS` name, where ``pun`` is the paper preset
+    (:func:`pun_options`, global ranking), or ``pun-uniform`` (``prune.pun_uniform`` with
+    ``prune.pun_allocation``). ``allocation`` None takes the config's (``prune.allocation``,
+    ``prune.pun_allocation`` for pun-uniform, global for pun)."""
     p = ctx.cfg.prune
     model.to(ctx.device)
     opts: dict[str, Any] = {}
     data = None
+    scorer = "pun" if method == "pun-uniform" else method
     if method in ("snip", "grasp"):
         data = ctx.batches(spec.seed, p.score_batches, SEARCH_OFFSET)
     elif method == "pun":
+        opts = pun_options(p, model, ctx.targets(model))
         data = ctx.batches(spec.seed, p.pun.steps, SEARCH_OFFSET)
-        opts["config"] = p.pun
+        allocation = allocation or "global"
+    elif method == "pun-uniform":
+        data = ctx.batches(spec.seed, p.pun_uniform.steps, SEARCH_OFFSET)
+        opts["config"] = p.pun_uniform
+        allocation = allocation or p.pun_allocation
     elif method == "synflow":
         # data-free: the batch only supplies the input shape and an operator (the input is all
         # ones), so one slice is enough (a quarter of the cost of a batch of four)
         data = ctx.batches(spec.seed, 1, SEARCH_OFFSET, batch_size=1)
         opts["iterations"] = p.synflow_iterations
-    return find_mask(
+    masks = find_mask(
         model,
-        method,
+        scorer,
         spec.density,
         data=data,
         loss_fn=get_loss(ctx.cfg.train.loss),
         targets=ctx.targets(model),
-        allocation=allocation or (p.pun_allocation if method == "pun" else p.allocation),
+        allocation=allocation or p.allocation,
         generator=torch.Generator().manual_seed(spec.seed),
         **opts,
     )
+    if scorer == "pun":
+        masks.metadata["preset"] = method
+        if method == "pun":
+            masks.metadata["guard"] = p.pun_guard
+    return masks
 
 
 def _pun_masks(ctx: MethodContext, spec: ModelSpec) -> tuple[Masks, dict[str, float]]:
@@ -393,13 +487,87 @@ def _dense(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     return MethodResult(model, result, _train_costs(result))
 
 
+def prunable_count(model_cfg: ModelConfig, prune: PruneConfig) -> int:
+    """Prunable weights of the network ``model_cfg`` describes (``prune.include``/``exclude``)."""
+    model = build_model(model_cfg, seed=0)
+    names = prunable_targets(model, include=prune.include, exclude=prune.exclude)
+    return sum(model.get_parameter(n).numel() for n in names)
+
+
+def narrow_width(cfg: RunConfig, density: float) -> dict[str, Any]:
+    """The denoiser width of ``dense-narrow`` at ``density``, with the counts behind it.
+
+    The target is what the pruned networks keep, ``round(density * N)`` of the dense network's
+    ``N`` prunable weights; the width is the integer ``model.channels`` in ``[1, channels]`` whose
+    (all kept) prunable weights are *nearest* the target, ties to the narrower. Nearest rather than
+    the widest from below: the count grows about quadratically with the width, so one width step
+    can be a large fraction of a small target (on the demo ResNet at 5%: 1,188 or 1,575 weights
+    for a target of 1,440), and the nearest keeps the mismatch smallest whichever way it falls;
+    ``prunable`` and ``target`` record it. Biases and normalisation parameters, which pruning
+    keeps whole, are not counted in either (``parameters`` counts everything).
+
+    Returns:
+        ``{"density", "target", "channels", "prunable", "parameters", "dense_channels",
+        "dense_prunable", "dense_parameters", "choice"}``.
+    """
+    if density is None:
+        raise InputError("dense-narrow needs a density (prune.density or prune.densities)")
+    full = cfg.model.channels
+    dense_total = prunable_count(cfg.model, cfg.prune)
+    target = kept_count(dense_total, density)
+    best, best_count = full, dense_total
+    for width in range(1, full + 1):
+        count = prunable_count(dataclasses.replace(cfg.model, channels=width), cfg.prune)
+        if abs(count - target) < abs(best_count - target) or (
+            abs(count - target) == abs(best_count - target) and width < best
+        ):
+            best, best_count = width, count
+        if count >= target:  # counts grow with the width: wider ones are only farther away
+            break
+    narrow_cfg = dataclasses.replace(cfg.model, channels=best)
+    return {
+        "density": density,
+        "target": target,
+        "channels": best,
+        "prunable": best_count,
+        "parameters": count_parameters(build_model(narrow_cfg, seed=0)),
+        "dense_channels": full,
+        "dense_prunable": dense_total,
+        "dense_parameters": count_parameters(build_model(cfg.model, seed=0)),
+        "choice": "nearest width (ties to the narrower)",
+    }
+
+
+def model_config(cfg: RunConfig, spec: ModelSpec) -> ModelConfig:
+    """The :class:`ModelConfig` ``spec``'s network is built from: ``cfg.model``, with the width of
+    :func:`narrow_width` for ``dense-narrow`` (load a trained network with it)."""
+    if spec.method != "dense-narrow":
+        return cfg.model
+    return dataclasses.replace(cfg.model, channels=narrow_width(cfg, spec.density)["channels"])
+
+
+def _dense_narrow(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    """A dense network of the pruned networks' kept size (:func:`narrow_width`), trained like
+    ``dense``; its width and counts go to ``narrow.json`` and into its costs."""
+    info = narrow_width(ctx.cfg, spec.density)
+    directory = spec.directory(ctx.run_dir)
+    if is_main():
+        write_json_atomic(directory / "narrow.json", info)
+    model = build_model(model_config(ctx.cfg, spec), spec.seed)
+    result = ctx.train(spec, model, "train")
+    model = _load_best(model, directory / "train")
+    sizes = {f"narrow_{k}": float(info[k]) for k in ("channels", "prunable", "target")}
+    return MethodResult(model, result, {**_train_costs(result), **sizes})
+
+
 def _trained_dense(ctx: MethodContext, seed: int) -> MethodResult:
     """The dense network of ``seed`` (trained once, shared by the after-training methods)."""
     return _dense(ctx, ModelSpec("dense", seed, None, ctx.cfg.prune.density))
 
 
 def _after_training(method: str) -> Callable:
-    """Recipe: prune the trained dense network (``pun`` search or magnitude), then fine-tune."""
+    """Recipe: prune the trained dense network (``pun-uniform`` search or magnitude), then
+    fine-tune."""
 
     def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         dense = _trained_dense(ctx, spec.seed)
@@ -417,8 +585,10 @@ def _after_training(method: str) -> Callable:
 
 
 def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
-    """Joint training of weights and mask logits, hardening, then fine-tuning (PUN-WT)."""
+    """Joint training of weights and mask logits, hardening, then fine-tuning (PUN-WT), with
+    ``pun-uniform``'s settings (``prune.pun_uniform``, ``prune.pun_allocation``)."""
     p = ctx.cfg.prune
+    search = p.pun_uniform
     directory = spec.directory(ctx.run_dir)
     model = build_model(ctx.cfg.model, spec.seed)
     targets = ctx.targets(model)
@@ -427,12 +597,12 @@ def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         spec.density,
         targets,
         generator=torch.Generator().manual_seed(spec.seed),
-        init_prob=p.pun.init_prob,
-        init_noise=p.pun.init_noise,
-        tau=p.pun.tau0,
+        init_prob=search.init_prob,
+        init_noise=search.init_noise,
+        tau=search.tau0,
     )
     steps = ctx.cfg.train.steps
-    search_cfg = dataclasses.replace(p.pun, steps=steps)
+    search_cfg = dataclasses.replace(search, steps=steps)
 
     def after_step(step: int) -> None:
         # noise is a function of (seed, step) so a resumed run draws the same samples
@@ -445,7 +615,7 @@ def _pun_wt(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
             {"params": gate_parameters(m), "lr": p.wt_logit_lr, "weight_decay": 0.0},
         ],
         regularizer=lambda step: (
-            search_cfg.beta_at(step) * gate_kl(model, spec.density, p.pun.kl_reduction)
+            search_cfg.beta_at(step) * gate_kl(model, spec.density, search.kl_reduction)
         ),
         after_step=after_step,
     )
@@ -542,11 +712,12 @@ def _plain_copy(model: nn.Module) -> nn.Module:
 
 RECIPES: dict[str, Callable[[MethodContext, Any], MethodResult]] = {
     "dense": _dense,
+    "dense-narrow": _dense_narrow,
     **{name: _pruning_at_init(*args) for name, args in INIT_METHODS.items()},
     "pun-shuffled": _pun_shuffled,
     "pun-reinit": _pun_reinit,
     "pun-wt": _pun_wt,
-    "pun-at": _after_training("pun"),
+    "pun-at": _after_training("pun-uniform"),
     "magnitude-at": _after_training("magnitude"),
     "imp": _imp,
 }
@@ -563,9 +734,15 @@ def run_method(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
 
 
 __all__ = [
+    "INIT_METHODS",
     "RECIPES",
     "MethodContext",
     "MethodResult",
     "SearchBatches",
+    "check_preset",
+    "find_method_mask",
+    "model_config",
+    "narrow_width",
+    "pun_options",
     "run_method",
 ]

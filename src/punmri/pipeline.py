@@ -65,7 +65,11 @@ EVALUATION_MARKER = "eval/done.json"
 
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
-    """Every (method, density, seed) network the config asks for, in config order."""
+    """Every (method, density, seed) network the config asks for, in config order.
+
+    ``dense`` has no density; every other method, ``dense-narrow`` included (its width matches the
+    kept weights at its density), is trained at ``prune.density`` and at ``prune.densities`` when
+    ``prune.sweep_methods`` is empty or names it."""
     unknown = [m for m in cfg.methods if m not in RECIPES]
     if unknown:
         raise InputError(

@@ -1,7 +1,8 @@
 """Distribution-shift test suites declared in the config (``evaluate.suites``).
 
 Each :class:`~punmri.config.SuiteConfig` names a source of images (the held-out ``test`` slab,
-another ``coronal``/``sagittal`` view of the volume, or a file/folder path), overrides of the
+another ``coronal``/``sagittal`` view of the volume cropped to the test slab's extent, or a
+file/folder path), overrides of the
 physics section (e.g. ``{acceleration: 8}``) and whether to insert synthetic lesions. Users add
 suites in YAML without code; :func:`build_suites` turns them into fixed, seeded
 :class:`~punmri.evaluate.suites.Suite` objects whose descriptions say what shifted relative to
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..config import PhysicsConfig, RunConfig, SuiteConfig, _convert
-from ..data.anatomy import other_view
+from ..data.anatomy import load_source_volume, other_view, view_crop_note
 from ..data.batches import fixed_samples
 from ..data.lesions import lesion_images
 from ..data.simulate import Sample
@@ -187,13 +188,18 @@ def _check_suites(suites: Sequence[SuiteConfig], extra_names: Sequence[str]) -> 
 
 
 def _suite_images(
-    cfg: RunConfig, splits: Mapping[str, ImageSet], source: str, views: dict[str, ImageSet]
-) -> ImageSet:
-    """Magnitude images of a suite source (views are cached in ``views`` within one build)."""
+    cfg: RunConfig,
+    splits: Mapping[str, ImageSet],
+    source: str,
+    views: dict[str, tuple[ImageSet, str]],
+) -> tuple[ImageSet, str]:
+    """Magnitude images of a suite source and a note for its description (views, cropped to the
+    test slab by :func:`~punmri.data.anatomy.other_view`, are cached in ``views`` within one
+    build)."""
     if source == "test":
         if "test" not in splits:
             raise InputError("splits: expected a 'test' image set for suites with source 'test'")
-        return splits["test"]
+        return splits["test"], ""
     if source in VIEW_SOURCES:
         if source == cfg.data.view:
             raise InputError(
@@ -201,9 +207,13 @@ def _suite_images(
                 "slices include the training slab; use source 'test' instead"
             )
         if source not in views:
-            views[source] = other_view(cfg.data, source)
+            volume = load_source_volume(cfg.data)
+            views[source] = (
+                other_view(cfg.data, source, volume),
+                view_crop_note(cfg.data, source, volume),
+            )
         return views[source]
-    return load_images(source, shape=cfg.data.image_size, min_tissue=cfg.data.min_tissue)
+    return load_images(source, shape=cfg.data.image_size, min_tissue=cfg.data.min_tissue), ""
 
 
 def _kspace_samples(cfg: RunConfig, path: str, physics: PhysicsConfig) -> list[Sample]:
@@ -221,7 +231,7 @@ def build_suite(
     splits: Mapping[str, ImageSet],
     suite: SuiteConfig,
     where: str = "evaluate.suites",
-    views: dict[str, ImageSet] | None = None,
+    views: dict[str, tuple[ImageSet, str]] | None = None,
 ) -> Suite:
     """One fixed, seeded test suite from its config (see :func:`build_suites`)."""
     physics = suite_physics(cfg.physics, suite.physics, f"{where}.physics")
@@ -243,7 +253,9 @@ def build_suite(
                 f"({suite.source}); only {', '.join(KSPACE_PHYSICS)} apply"
             )
         return Suite(suite.name, _kspace_samples(cfg, suite.source, physics), physics, description)
-    images = _suite_images(cfg, splits, suite.source, {} if views is None else views)
+    images, note = _suite_images(cfg, splits, suite.source, {} if views is None else views)
+    if note and not suite.description:
+        description = f"{description}, {note}"
     if not suite.lesions:
         samples = fixed_samples(images.images, images.names, physics, seed, suite.name)
         return Suite(suite.name, samples, physics, description)
@@ -281,7 +293,7 @@ def build_suites(
     paths = list(dict.fromkeys(str(p) for p in [*cfg.data.paths, *extra_sources]))
     extras = [SuiteConfig(name=path_suite_name(p), source=p) for p in paths]
     _check_suites(cfg.evaluate.suites, [s.name for s in extras])
-    views: dict[str, ImageSet] = {}
+    views: dict[str, tuple[ImageSet, str]] = {}
     suites = [
         build_suite(cfg, splits, suite, f"evaluate.suites[{i}]", views)
         for i, suite in enumerate(cfg.evaluate.suites)

@@ -21,8 +21,9 @@ def summarize(
     suites: Sequence[Suite] = (),
 ) -> dict:
     """The ``metrics.json`` contract: per method and suite the mean/std over slices and seeds,
-    paired differences to ``dense`` with bootstrap 95% CIs, a summary line per method (ID delta and
-    mean OOD delta), suite difficulty and descriptions, and per-method costs."""
+    paired differences to ``dense`` with hierarchical bootstrap 95% CIs and their seed-to-seed
+    spread, a summary line per method (ID delta and mean OOD delta), suite difficulty and
+    descriptions, and per-method costs."""
     folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
     metrics = aggregate(folded)
     methods = metrics["methods"]
@@ -34,8 +35,8 @@ def summarize(
         for method, per_suite in stats.items():
             for suite, entry in per_suite.items():
                 target = methods[method]["suites"][suite]
-                target["delta_psnr"] = entry["delta_psnr"]
-                target["delta_ssim"] = entry["delta_ssim"]
+                for key in ("delta_psnr", "delta_ssim", "delta_psnr_seeds", "delta_ssim_seeds"):
+                    target[key] = entry[key]
             metrics["summary"][method] = summary_line(stats, method, seed=cfg.evaluate.test_seed)
     metrics["suites"] = {
         s.name: {

@@ -13,8 +13,14 @@ _DEPTH_ARG = {"resnet": "layers", "unet": "levels", "didn": "blocks"}
 
 
 def build_denoiser_from_config(cfg: ModelConfig) -> torch.nn.Module:
-    """The (un-initialised) denoiser described by ``cfg``."""
-    extra = {"batchnorm": cfg.batchnorm} if cfg.denoiser == "resnet" else {}
+    """The (un-initialised) denoiser described by ``cfg``.
+
+    ``cfg.norm`` is already resolved (see :class:`~punmri.config.ModelConfig`); with
+    ``"batch-per-unroll"`` the denoiser holds ``cfg.unrolls`` BatchNorm sets.
+    """
+    extra: dict[str, object] = {"norm": cfg.norm}
+    if cfg.norm == "batch-per-unroll":
+        extra["unrolls"] = cfg.unrolls
     return build_denoiser(
         cfg.denoiser, channels=cfg.channels, **{_DEPTH_ARG[cfg.denoiser]: cfg.depth}, **extra
     )
@@ -26,18 +32,24 @@ def build_model(
     """MoDL with weights initialised from ``torch.Generator().manual_seed(seed)``.
 
     The same ``(cfg, seed)`` always gives bitwise-identical initial weights; pruning at
-    initialisation relies on this. ``cfg.checkpoint_unrolls`` and ``cfg.dc_backward`` are passed
-    on; ``precision`` (``train.precision``: fp32, bf16, fp16) makes the denoisers autocast on
-    every call, so evaluation can compute as training did (the weights are float32 either way).
+    initialisation relies on this. :func:`~punmri.models.denoisers.init_weights` draws them with
+    ``cfg.init``, scales each denoiser's inner residual branches (DIDN) and its output layer by
+    ``cfg.init_output_gain`` (0, the default: ``1 / cfg.unrolls``), so that the untrained
+    network's output stays within a small factor of the zero-filled input's norm for any number
+    of unrolls (the K denoisers act in series).
+    ``cfg.checkpoint_unrolls`` and ``cfg.dc_backward`` are passed on; ``precision``
+    (``train.precision``: fp32, bf16, fp16) makes the denoisers autocast on every call, so
+    evaluation can compute as training did (the weights are float32 either way).
     """
     generator = torch.Generator().manual_seed(seed)
+    gain = cfg.init_output_gain or 1.0 / cfg.unrolls
     if cfg.shared:
         denoiser: torch.nn.Module | list[torch.nn.Module] = build_denoiser_from_config(cfg)
-        init_weights(denoiser, generator, cfg.init)
+        init_weights(denoiser, generator, cfg.init, output_gain=gain)
     else:
         denoiser = [build_denoiser_from_config(cfg) for _ in range(cfg.unrolls)]
         for d in denoiser:
-            init_weights(d, generator, cfg.init)
+            init_weights(d, generator, cfg.init, output_gain=gain)
     return MoDL(
         denoiser,
         unrolls=cfg.unrolls,

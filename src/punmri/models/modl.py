@@ -201,6 +201,12 @@ def implicit_data_consistency(
     return implicit_solve(op, rhs0 + lam * z, lam, iterations, tol, x0=z)
 
 
+def _norm_unrolls(denoiser: nn.Module) -> int:
+    """Per-unroll normalisation sets of ``denoiser`` (1 for any denoiser without them)."""
+    count = getattr(denoiser, "norm_unrolls", 1)
+    return count if isinstance(count, int) else 1
+
+
 @contextmanager
 def _batchnorm_stats_kept(module: nn.Module) -> Iterator[None]:
     """Restore the running statistics of every BatchNorm in ``module`` on exit.
@@ -279,9 +285,20 @@ class MoDL(nn.Module):
                     f"MoDL got {len(denoiser)} denoisers for {unrolls} unrolls; pass one shared "
                     "denoiser or exactly one per unroll"
                 )
+            if any(_norm_unrolls(d) > 1 for d in denoiser):
+                raise InputError(
+                    "MoDL got one denoiser per unroll with per-unroll normalisation; each unroll's "
+                    "own denoiser already normalises alone, so build them with one BatchNorm set"
+                )
             self.denoisers = nn.ModuleList(denoiser)
             self.denoiser = None
         else:
+            if _norm_unrolls(denoiser) not in (1, unrolls):
+                raise InputError(
+                    f"MoDL has {unrolls} unrolls but its denoiser has {_norm_unrolls(denoiser)} "
+                    "per-unroll normalisation sets; build the denoiser with unrolls="
+                    f"{unrolls}"
+                )
             self.denoiser = denoiser
             self.denoisers = None
         self.unrolls = unrolls
@@ -305,6 +322,14 @@ class MoDL(nn.Module):
         """The denoiser used in unroll ``k`` (0-based)."""
         return self.denoiser if self.denoisers is None else self.denoisers[k]
 
+    def denoise(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """``D_k(x)``: the denoiser of unroll ``k`` (0-based) on complex ``(B, H, W)`` images;
+        a shared denoiser with per-unroll normalisation is told which unroll it serves."""
+        denoiser = self.denoiser_at(k)
+        if _norm_unrolls(denoiser) > 1:
+            return denoiser(x, unroll=k)
+        return denoiser(x)
+
     def data_consistency(
         self, op: SenseOperator, rhs0: torch.Tensor, z: torch.Tensor
     ) -> torch.Tensor:
@@ -327,7 +352,7 @@ class MoDL(nn.Module):
         complex64 ``z`` (complex ``(B, H, W)`` in and out, dtype of ``x``).
         """
         with self._denoiser_autocast(x.device):
-            z = self.denoiser_at(k)(x)
+            z = self.denoise(k, x)
         with torch.autocast(x.device.type, enabled=False):
             return self.data_consistency(op, rhs0, z)
 

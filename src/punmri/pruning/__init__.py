@@ -50,9 +50,19 @@ from punmri.pruning.pun import (
     weight_parameters,
 )
 from punmri.pruning.scorers import SCORERS, Scorer
-from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.selection import (
+    channel_floor,
+    select_by_counts,
+    select_top_k,
+    select_top_k_with_floor,
+)
 from punmri.pruning.state_dict import load_masked_state_dict, masked_state_dict
-from punmri.pruning.targets import DEFAULT_TYPES, prunable_targets
+from punmri.pruning.targets import (
+    DEFAULT_TYPES,
+    boundary_targets,
+    output_channel_dim,
+    prunable_targets,
+)
 
 __all__ = [
     "ALLOCATIONS",
@@ -70,6 +80,8 @@ __all__ = [
     "apply",
     "attach_gates",
     "bernoulli_kl",
+    "boundary_targets",
+    "channel_floor",
     "concrete_mask",
     "count_passes",
     "current_masks",
@@ -85,6 +97,7 @@ __all__ = [
     "logistic_noise",
     "magnitude_prune_step",
     "masked_state_dict",
+    "output_channel_dim",
     "prunable_targets",
     "pun_search",
     "register_optimizer_hook",
@@ -94,6 +107,7 @@ __all__ = [
     "sample_concrete",
     "select_by_counts",
     "select_top_k",
+    "select_top_k_with_floor",
     "set_gate_mode_",
     "set_temperature_",
     "weight_parameters",

@@ -24,6 +24,7 @@ from punmri.pruning.pun import PunSearchConfig, pun_search
 from punmri.pruning.scorers import SCORERS
 from punmri.pruning.selection import select_by_counts, select_top_k
 from punmri.pruning.targets import (
+    output_channel_dim,
     prunable_targets,
     signature,
     stored_weight,
@@ -41,7 +42,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "snip": ("num_batches",),
     "grasp": ("num_batches",),
     "synflow": ("iterations", "input_shape", "input_factory"),
-    "pun": ("config", *PunSearchConfig.field_names()),
+    "pun": ("config", "dense_layers", "channel_min", *PunSearchConfig.field_names()),
 }
 
 
@@ -90,7 +91,9 @@ def find_mask(
             draws are made on the CPU and moved, and the returned masks are on the CPU.
         **opts: per-method options, see :data:`METHOD_OPTIONS`: ``num_batches`` (snip/grasp: use
             only the first N batches), ``iterations``/``input_shape``/``input_factory`` (synflow),
-            ``config`` and/or any :class:`PunSearchConfig` field (pun).
+            ``config`` and/or any :class:`PunSearchConfig` field, ``dense_layers`` (target names
+            kept whole, counted in the density) and ``channel_min`` (entries kept in every output
+            channel, counted in the density) (pun; the last two with the global allocation).
 
     Returns:
         :class:`Masks` whose metadata has ``method``, ``density``, ``allocation``, ``seed``,
@@ -137,9 +140,23 @@ def find_mask(
     diagnostics: dict[str, Any] = {}
     with count_passes(model) as cost:
         if method == "pun":
-            config = _pun_config(dict(opts))
+            extra = dict(opts)
+            dense = extra.pop("dense_layers", ())
+            channel_min = extra.pop("channel_min", 0)
+            dims = {t: output_channel_dim(model, t) for t in names} if channel_min else None
+            config = _pun_config(extra)
             masks, history = pun_search(
-                model, names, data, loss_fn, density, config, generator, counts
+                model,
+                names,
+                data,
+                loss_fn,
+                density,
+                config,
+                generator,
+                counts,
+                dense,
+                channel_min,
+                dims,
             )
             diagnostics = {**masks.metadata, "pun_history": history}
         else:

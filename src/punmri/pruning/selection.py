@@ -123,3 +123,54 @@ def select_by_counts(
         )
         out[name] = _rank_keep(s, alive, counts[name], repr(name)).view(scores[name].shape)
     return Masks(out)
+
+
+def channel_floor(
+    scores: Mapping[str, torch.Tensor], per_channel: int, channel_dims: Mapping[str, int]
+) -> Masks:
+    """The ``per_channel`` best entries of every output channel of every tensor.
+
+    Args:
+        scores: ``{name: real tensor}``; higher = keep.
+        per_channel: entries kept in each output channel (capped at the channel's size).
+        channel_dims: ``{name: dim}``, the output-channel dimension of each tensor (0 for
+            ``Conv``/``Linear`` weights, 1 for ``ConvTranspose`` weights).
+
+    Returns:
+        :class:`Masks` with ``min(per_channel, entries per channel)`` True entries per channel,
+        ties broken by the lower index within the channel (row-major).
+    """
+    _check_scores(scores, None)
+    if isinstance(per_channel, bool) or not isinstance(per_channel, int) or per_channel < 0:
+        raise InputError(f"per_channel must be a non-negative int, got {per_channel!r}")
+    out = {}
+    for name in sorted(scores):
+        s = scores[name]
+        dim = channel_dims[name]
+        rows = _ranked(s.movedim(dim, 0), s.device).view(s.shape[dim], -1)
+        order = torch.sort(rows, dim=1, descending=True, stable=True).indices
+        keep = torch.zeros_like(rows, dtype=torch.bool)
+        keep.scatter_(1, order[:, : min(per_channel, rows.shape[1])], True)
+        shape = s.movedim(dim, 0).shape
+        out[name] = keep.view(shape).movedim(0, dim).contiguous()
+    return Masks(out)
+
+
+def select_top_k_with_floor(
+    scores: Mapping[str, torch.Tensor], k: int, floor: Mapping[str, torch.Tensor]
+) -> Masks:
+    """Keep every entry of ``floor`` and the best ``k - |floor|`` other entries (one global ranking
+    over all tensors), so exactly ``k`` in all.
+
+    Raises:
+        InputError: when the floor alone holds more than ``k`` entries.
+    """
+    floor_count = sum(int(m.sum()) for m in floor.values())
+    if floor_count > k:
+        raise InputError(
+            f"the entries that must be kept ({floor_count}) exceed the {k} a mask may keep; "
+            "use a larger density or a smaller floor"
+        )
+    alive = {n: ~m.to(torch.bool) for n, m in floor.items()}
+    rest = select_top_k(scores, k - floor_count, current=alive)
+    return Masks({n: rest[n] | floor[n].to(rest[n].device, torch.bool) for n in rest})

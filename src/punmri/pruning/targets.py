@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from punmri.errors import InputError
-from punmri.models.denoisers import WEIGHTED_LAYERS
+from punmri.models.denoisers import WEIGHTED_LAYERS, ComplexDenoiser
 
 #: Module types whose ``weight`` is prunable by default. Biases, norms and scalar parameters (MoDL's
 #: ``lam``) are never selected by default.
@@ -173,6 +173,35 @@ def validate_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
 def signature(model: nn.Module, targets: Sequence[str]) -> list[list]:
     """Sorted ``[[name, [shape...]], ...]`` of the targets: the model a mask was made for."""
     return [[t, list(stored_weight(model, t).shape)] for t in sorted(targets)]
+
+
+def output_channel_dim(model: nn.Module, name: str) -> int:
+    """The output-channel dimension of weight ``name``: 1 for ``ConvTranspose`` layers (weight
+    ``(in, out, ...)``), else 0 (``Conv`` ``(out, in, ...)``, ``Linear`` ``(out, in)``)."""
+    module, _ = require_owner(model, name)
+    return 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
+
+
+def boundary_targets(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """The first and the last of ``targets`` in each denoiser of ``model``, in model order.
+
+    A denoiser is a :class:`~punmri.models.denoisers.ComplexDenoiser` (MoDL's shared denoiser
+    appears once; unshared ones each give their own pair). Within one, "first" and "last" follow
+    registration order, which for every punmri denoiser is the input convolution (2 image
+    channels in) and the output convolution (2 out, :meth:`ComplexDenoiser.output_layer`). A
+    model without denoisers gives the first and last of ``targets`` overall.
+    """
+    targets = validate_targets(model, targets)
+    modules = [n for n, _ in model.named_modules()]
+    position = {f"{n}.weight" if n else "weight": i for i, n in enumerate(modules)}
+    ordered = sorted(targets, key=lambda t: (position.get(t, len(position)), t))
+    groups = [
+        [t for t in ordered if t.startswith(f"{prefix}.")]
+        for prefix, module in model.named_modules()
+        if isinstance(module, ComplexDenoiser) and prefix
+    ]
+    groups = [g for g in groups if g] or [ordered]
+    return list(dict.fromkeys(t for g in groups for t in (g[0], g[-1])))
 
 
 def target_filter(

@@ -45,7 +45,7 @@ NO_BATCHNORM_METHODS: tuple[str, ...] = ("dense", "pun", "random")
 #: Overrides (on top of a regime's) of the ablation run: a ResNet denoiser without BatchNorm,
 #: trained like the main grid, only :data:`NO_BATCHNORM_METHODS` and the zero-filled baseline.
 NO_BATCHNORM: tuple[str, ...] = (
-    "model.batchnorm=false",
+    "model.norm=none",
     f"methods=[{','.join(NO_BATCHNORM_METHODS)}]",
     "prune.densities=[]",
     "evaluate.baselines=[zero-filled]",

@@ -14,6 +14,11 @@ linearly over ``beta_warmup`` steps. The final mask keeps the top ``round(densit
 entries by logit (equivalently by ``p``, without the ties that saturated float probabilities would
 create), ties broken as in :mod:`punmri.pruning.selection`.
 
+Two guards keep a global ranking from pruning a layer away (at initialisation it empties the
+denoiser's output layer here, docs/BENCHMARKS.md): ``dense`` layers are not searched and kept
+whole, and ``channel_min`` keeps the best-ranked entries of every output channel; both count in
+the ``round(density * total)`` kept entries, so the other entries share what is left.
+
 PUN-IT is this search on freshly initialised weights, PUN-AT the same call on trained weights;
 PUN-WT (weights learned jointly) uses :mod:`punmri.pruning.pun.joint`.
 """
@@ -39,6 +44,7 @@ from punmri.pruning.pun.gate import (
     prior_kl,
     top_logit_masks,
 )
+from punmri.pruning.selection import channel_floor, select_top_k_with_floor
 from punmri.pruning.targets import stored_weight, validate_targets
 
 
@@ -60,6 +66,9 @@ def pun_search(
     config: PunSearchConfig | None = None,
     generator: torch.Generator | None = None,
     counts: Mapping[str, int] | None = None,
+    dense: Sequence[str] = (),
+    channel_min: int = 0,
+    channel_dims: Mapping[str, int] | None = None,
 ) -> tuple[Masks, list[dict[str, Any]]]:
     """Search a mask keeping ``round(density * total)`` entries of ``targets`` (PUN, PAPER.md).
 
@@ -73,6 +82,13 @@ def pun_search(
         config: search settings (defaults: :class:`PunSearchConfig`).
         generator: source of the initial-logit noise and of every concrete sample.
         counts: optional exact per-layer kept counts (uniform/ERK allocation).
+        dense: targets kept whole and not searched (no logits, no KL term); they count in the
+            kept entries, and the prior of the others is what remains over their number.
+        channel_min: with the global ranking, keep at least this many entries (the largest
+            logits) in every output channel of every searched target; counted in the kept
+            entries.
+        channel_dims: ``{target: output-channel dim}`` (required with ``channel_min``; see
+            :func:`~punmri.pruning.targets.output_channel_dim`).
 
     Returns:
         ``(masks, history)``. ``history`` has one dict per logged step: ``step``, ``loss``,
@@ -90,13 +106,29 @@ def pun_search(
     targets = validate_targets(model, targets)
     if data is None or loss_fn is None:
         raise InputError("the pun search needs data (batches) and loss_fn")
+    dense = _check_guards(targets, counts, dense, channel_min, channel_dims)
     w0 = {t: stored_weight(model, t).detach().clone() for t in targets}
     numels = {t: w.numel() for t, w in w0.items()}
     total = sum(numels.values())
     k = kept_count(total, density)
-    p0 = _priors(numels, density, counts)
+    n_dense = sum(numels[t] for t in dense)
+    if n_dense > k:
+        raise InputError(
+            f"the layers kept dense ({', '.join(dense)}) hold {n_dense} weights, more than the "
+            f"{k} that density {density} keeps of {total}; use a larger density or no dense layers"
+        )
+    searched = [t for t in targets if t not in dense]
+    if counts is None:
+        n_searched = total - n_dense
+        p0 = {t: (k - n_dense) / n_searched for t in searched} if n_searched else {}
+    else:
+        p0 = _priors(numels, density, counts)
+
+    def harden() -> Masks:
+        return _hardened(gates, k - n_dense, counts, channel_min, channel_dims, w0, dense)
+
     gates: dict[str, LogitGate] = {}
-    for t in sorted(targets):
+    for t in sorted(searched):
         p_init = config.init_prob if config.init_prob is not None else default_init_prob(p0[t])
         logits = initial_logits(w0[t].shape, p_init, config.init_noise, generator)
         gates[t] = LogitGate(logits.to(device=w0[t].device, dtype=_real_dtype(w0[t])))
@@ -111,14 +143,14 @@ def pun_search(
             for t in sorted(gates):
                 gates[t].tau = tau
                 gates[t].resample_(generator)
-            recon = batch_loss(model, {t: gates[t](w0[t]) for t in targets}, next(stream), loss_fn)
+            recon = batch_loss(model, {t: gates[t](w0[t]) for t in gates}, next(stream), loss_fn)
             kl = prior_kl(gates, p0, config.kl_reduction)
             loss = recon + beta * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if step % config.log_every == 0 or step == config.steps - 1:
-                hard = top_logit_masks(gates, k, counts)
+                hard = harden()
                 entry = {
                     "step": step,
                     "loss": float(loss.detach()),
@@ -126,20 +158,73 @@ def pun_search(
                     "kl": float(kl.detach()),
                     "beta": beta,
                     "tau": tau,
-                    "expected_density": _expected_density(gates),
+                    "expected_density": _expected_density(gates, n_dense),
                     "hamming": None if previous is None else _hamming(previous, hard),
                 }
                 if eval_set:
                     entry["eval_loss"] = _eval_hard(model, w0, hard, eval_set, loss_fn)
                 history.append(entry)
                 previous = hard
-    masks = top_logit_masks(gates, k, counts)
+    masks = harden()
     masks.metadata["pun"] = {
         "last": history[-1],
         "config": dataclasses.asdict(config),
+        "dense": list(dense),
+        "channel_min": channel_min,
         "probability_histogram": _probability_histogram(gates),
     }
     return masks, history
+
+
+def _check_guards(
+    targets: Sequence[str],
+    counts: Mapping[str, int] | None,
+    dense: Sequence[str],
+    channel_min: int,
+    channel_dims: Mapping[str, int] | None,
+) -> list[str]:
+    """Validate the ``dense`` and ``channel_min`` guards; returns ``dense`` as a sorted list."""
+    if isinstance(dense, str):
+        raise InputError("dense must be a sequence of target names, not one string")
+    dense = sorted(set(dense))
+    outside = [t for t in dense if t not in targets]
+    if outside:
+        raise InputError(f"dense layers {outside} are not among the targets")
+    if len(dense) == len(targets):
+        raise InputError("dense names every target: there is nothing left to search")
+    if isinstance(channel_min, bool) or not isinstance(channel_min, int) or channel_min < 0:
+        raise InputError(f"channel_min must be an int >= 0, got {channel_min!r}")
+    if counts is not None and (dense or channel_min):
+        raise InputError(
+            "dense layers and channel_min guard the global ranking; a per-layer allocation "
+            "(counts) already fixes every layer's count: use one or the other"
+        )
+    if channel_min and (channel_dims is None or set(targets) - set(channel_dims)):
+        raise InputError("channel_min needs channel_dims for every target")
+    return dense
+
+
+def _hardened(
+    gates: Mapping[str, LogitGate],
+    k: int,
+    counts: Mapping[str, int] | None,
+    channel_min: int,
+    channel_dims: Mapping[str, int] | None,
+    w0: Mapping[str, torch.Tensor],
+    dense: Sequence[str],
+) -> Masks:
+    """The hard mask: ``k`` searched entries by logit (globally, per layer with ``counts``, or
+    above a per-channel floor) plus every entry of the ``dense`` targets."""
+    if channel_min:
+        logits = {t: g.logits.detach() for t, g in gates.items()}
+        floor = channel_floor(logits, channel_min, {t: channel_dims[t] for t in gates})
+        masks = select_top_k_with_floor(logits, k, floor)
+    else:
+        masks = top_logit_masks(gates, k, counts)
+    if not dense:
+        return masks
+    kept_whole = {t: torch.ones(w0[t].shape, dtype=torch.bool) for t in dense}
+    return Masks({**dict(masks), **kept_whole})
 
 
 @torch.no_grad()
@@ -156,9 +241,10 @@ def _real_dtype(w: torch.Tensor) -> torch.dtype:
 
 
 @torch.no_grad()
-def _expected_density(gates: Mapping[str, LogitGate]) -> float:
-    kept = sum(float(g.probabilities().sum()) for g in gates.values())
-    return kept / sum(g.logits.numel() for g in gates.values())
+def _expected_density(gates: Mapping[str, LogitGate], n_dense: int = 0) -> float:
+    """Mean keep probability over all targets (entries of dense targets count as kept)."""
+    kept = sum(float(g.probabilities().sum()) for g in gates.values()) + n_dense
+    return kept / (sum(g.logits.numel() for g in gates.values()) + n_dense)
 
 
 def _hamming(a: Masks, b: Masks) -> int:
