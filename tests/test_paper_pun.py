@@ -344,3 +344,14 @@ def test_dense_narrow_trains_and_is_reported(tmp_path):
         assert entry["costs"]["train_backward"] > 0
         weights = torch.load(out / "models" / name / "seed0/train/best.pt", weights_only=False)
         assert weights["model"]["denoiser.body.0.weight"].shape[0] == info["channels"]
+
+
+def test_a_run_with_dense_narrow_reports_again(tmp_path):
+    from punmri.cli.main import main
+
+    from .conftest import TINY
+
+    out = tmp_path / "run"
+    args = [*TINY, "methods=[dense,dense-narrow]", "prune.density=0.3", "evaluate.baselines=[]"]
+    assert main(["run", "--out", str(out), "--no-progress", *args]) == 0
+    assert main(["report", "--run", str(out), "--no-progress"]) == 0  # loads the narrow weights

@@ -406,7 +406,9 @@ class PaperPunSearchConfig(PunSearchConfig):
 
     - ``kl_reduction="sum"``: the paper's ``beta * sum_j KL(Bern(p_j) || Bern(p0))``.
     - ``steps=3000``: "many thousands of search steps" in the co-authors' recipe; the low end,
-      since one step costs about one training step (docs/BENCHMARKS.md, ``pun`` search cost).
+      since a step costs about a training step with a fresh batch (measured on 2 CPU cores:
+      0.75 s on ``configs/demo.yaml``, so about 37 minutes a search; 0.16-0.22 s on
+      ``configs/results.yaml``, about 8-11 minutes).
     - ``lr=1e-2``: Adam on the logits, "lr ~1e-2".
     - ``tau0=1.0`` -> ``tau1=0.2``: "fixed or annealed temperature around 0.2-1", annealed.
     - ``init_prob=None``: start at the prior ``p0``, the kept fraction.

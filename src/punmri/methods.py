@@ -292,18 +292,25 @@ def check_preset(masks: Masks, method: str, path: Path) -> Masks:
     it), which must not be trained or reported as the paper's. Such a mask has no ``preset``; it
     is accepted as ``pun-uniform``'s (after moving the directory there).
     """
-    expected = PRESET_OF.get(method.partition("@")[0])
+    expected = PRESET_OF.get(method)
     found = masks.metadata.get("preset")
     if expected is None or found == expected:
         return masks
     if found is None and expected == "pun-uniform" and masks.metadata.get("method") == "pun":
         return masks  # a per-layer PUN mask written before the rename
     origin = f"the {found!r} search" if found else "the per-layer PUN search of earlier punmri"
+    model_dir = path.parent.parent
+    if method == "pun":
+        renamed = model_dir.with_name(model_dir.name.replace("pun", "pun-uniform", 1))
+        advice = (
+            f"Move {model_dir} to {renamed} (and list pun-uniform in methods) to keep it, or "
+            "delete it and the pun-shuffled/pun-reinit directories to search anew"
+        )
+    else:
+        advice = f"Delete {model_dir} to derive it anew"
     raise InputError(
         f"{path} was found by {origin}, not by {expected!r}: method `pun` is now the paper's "
-        "PUN-IT (global ranking, KL summed) and the per-layer search is `pun-uniform`. Move "
-        f"{path.parent.parent} to models/pun-uniform (and list pun-uniform in methods) to keep "
-        "it, or delete it and the pun-shuffled/pun-reinit directories to search anew"
+        f"PUN-IT (global ranking, KL summed) and the per-layer search is `pun-uniform`. {advice}"
     )
 
 

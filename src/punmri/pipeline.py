@@ -44,7 +44,7 @@ from .evaluate.suites import Suite, simulated_suite
 from .evaluate.summary import summarize
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
-from .methods import RECIPES, MethodContext, run_method
+from .methods import RECIPES, MethodContext, model_config, run_method
 from .models import build_model
 from .pruning import Masks, apply
 from .report import write_report
@@ -162,7 +162,7 @@ def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel
             f"model {spec.name} (seed {spec.seed}) in {run_dir} has not finished training; "
             "finish it with `punmri run` or `punmri train` on the same config first"
         )
-    model = build_model(cfg.model, seed=spec.seed)
+    model = build_model(model_config(cfg, spec), seed=spec.seed)
     masks = Masks.load(directory / "mask.pt") if (directory / "mask.pt").is_file() else None
     if masks is not None:
         apply(model, masks)
