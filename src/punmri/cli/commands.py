@@ -130,13 +130,13 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 def _kspace_files(path: Path) -> list[Path]:
-    """The fastMRI files a path names: an ``.h5`` file, or the ``.h5`` files below a folder
-    (outside prepared caches)."""
+    """The fastMRI files a path names: an ``.h5`` file, or the ``.h5`` files below a folder that
+    ``punmri data prepare`` would prepare (:func:`~punmri.data.prepare.source_files`)."""
+    from ..data.prepare import source_files
+
     if path.is_file():
         return [path] if path.suffix in (".h5", ".hdf5") else []
-    if not path.is_dir():
-        return []
-    return sorted(f for f in path.rglob("*.h5") if ".punmri-cache" not in f.parts)
+    return [path / f for f in source_files(path)] if path.is_dir() else []
 
 
 def _describe_kspace(path: Path) -> None:
