@@ -468,6 +468,30 @@ class PruneConfig:
         default_factory=PunSearchConfig,
         metadata={"help": "search of pun-uniform, pun-at and pun-wt (tuned on the demo MoDL)"},
     )
+    channel_density: float = _f(
+        0.25,
+        "headline kept fraction of feature channels of the channel-level methods (pun-channel, "
+        "random-channel, norm-channel, snip-channel; dense-narrow with narrow_match: channels)",
+    )
+    channel_densities: tuple[float, ...] = _f(
+        (), "further channel fractions of the channel-level methods, reported as METHOD@FRACTION"
+    )
+    channel_allocation: Literal["uniform", "global"] = _f(
+        "uniform",
+        "kept channels: 'uniform' max(1, round(fraction * channels)) in every slot (so every "
+        "channel method and dense-narrow share one architecture), 'global' one ranking over all "
+        "slots (one channel per slot kept; widths differ between methods)",
+    )
+    pun_channel: PunSearchConfig = field(
+        default_factory=PunSearchConfig,
+        metadata={"help": "search of pun-channel (one logit per feature channel)"},
+    )
+    narrow_match: Literal["weights", "channels"] = _f(
+        "weights",
+        "dense-narrow's size: 'weights' the uniform width nearest the pruned networks' kept "
+        "weights at prune.density(ies); 'channels' the kept channel widths of the channel-level "
+        "methods at prune.channel_density(ies), freshly initialised",
+    )
     search_batch_size: int = _f(0, "batch size of the PUN search; 0 = train.batch_size")
     check_batches: int = _f(4, "held-out training batches for the mask-vs-control loss check")
     check_shuffles: int = _f(3, "layer-shuffled control masks averaged in that check")
@@ -480,6 +504,10 @@ class PruneConfig:
     def __post_init__(self) -> None:
         for d in (self.density, *self.densities):
             _require(0 < d <= 1, "prune.density/densities", "fractions in (0, 1]", d)
+        for d in (self.channel_density, *self.channel_densities):
+            _require(
+                0 < d <= 1, "prune.channel_density/channel_densities", "fractions in (0, 1]", d
+            )
         for name in ("score_batches", "synflow_iterations", "check_batches", "imp_rounds"):
             value = getattr(self, name)
             _require(value >= 1, f"prune.{name}", "an integer >= 1", value)

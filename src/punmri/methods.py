@@ -27,12 +27,21 @@ Methods (PAPER.md names in brackets):
 - ``pun-at`` [PUN-AT]: the ``pun-uniform`` search on the trained dense weights, then fine-tuning.
 - ``magnitude-at``: one-shot magnitude pruning of the trained dense network plus fine-tuning.
 - ``imp``: iterative magnitude pruning with rewinding (lottery tickets).
+- ``pun-channel``, ``random-channel``, ``norm-channel``, ``snip-channel``: channel-level
+  (structured) pruning at initialisation at ``prune.channel_density`` of the feature channels:
+  the PUN search with one logit per channel, random channels, filter norm, SNIP summed per
+  channel (:mod:`punmri.pruning.channels`). The masked network is compacted into a physically
+  smaller one, which is what trains and what the checkpoints hold (its widths in
+  ``channels.json``); ``dense-narrow`` with ``prune.narrow_match: channels`` trains the same
+  widths from a fresh initialisation (the control that decides whether the choice matters).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +54,8 @@ from .config import ModelConfig, PruneConfig, RunConfig
 from .data.batches import TrainingStream
 from .errors import InputError
 from .io import write_json_atomic
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, initialise
+from .models.channels import ChannelGraph, channel_graph
 from .pruning import (
     Masks,
     apply,
@@ -61,9 +71,23 @@ from .pruning import (
     prunable_targets,
     register_optimizer_hook,
     resample_,
+    select_by_counts,
     set_temperature_,
     weight_parameters,
 )
+from .pruning.channels import (
+    channel_counts,
+    channel_search,
+    compact,
+    first_channels,
+    kept_indices,
+    masked_loss,
+    narrow_to,
+    per_channel,
+    random_scores,
+    select_channels,
+)
+from .pruning.scorers import SCORERS
 from .specs import ModelSpec, RunData
 from .train import TrainHooks, TrainResult, get_loss, load_weights, resolve_device, train
 from .train.distributed import is_main, on_main
@@ -548,14 +572,18 @@ def narrow_width(cfg: RunConfig, density: float) -> dict[str, Any]:
 def model_config(cfg: RunConfig, spec: ModelSpec) -> ModelConfig:
     """The :class:`ModelConfig` ``spec``'s network is built from: ``cfg.model``, with the width of
     :func:`narrow_width` for ``dense-narrow`` (load a trained network with it)."""
-    if spec.method != "dense-narrow":
+    if spec.method != "dense-narrow" or cfg.prune.narrow_match == "channels":
         return cfg.model
     return dataclasses.replace(cfg.model, channels=narrow_width(cfg, spec.density)["channels"])
 
 
 def _dense_narrow(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     """A dense network of the pruned networks' kept size (:func:`narrow_width`), trained like
-    ``dense``; its width and counts go to ``narrow.json`` and into its costs."""
+    ``dense``; its width and counts go to ``narrow.json`` and into its costs. With
+    ``prune.narrow_match: channels`` it has the channel methods' kept widths instead
+    (:func:`_dense_narrow_channels`)."""
+    if ctx.cfg.prune.narrow_match == "channels":
+        return _dense_narrow_channels(ctx, spec)
     info = narrow_width(ctx.cfg, spec.density)
     directory = spec.directory(ctx.run_dir)
     if is_main():
@@ -565,6 +593,231 @@ def _dense_narrow(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     model = _load_best(model, directory / "train")
     sizes = {f"narrow_{k}": float(info[k]) for k in ("channels", "prunable", "target")}
     return MethodResult(model, result, {**_train_costs(result), **sizes})
+
+
+# --------------------------------------------------------------------------- channel level
+
+#: Channel-level methods (issue: structured PUN) -> their channel score.
+CHANNEL_METHODS: dict[str, str] = {
+    "pun-channel": "pun",
+    "random-channel": "random",
+    "norm-channel": "norm",
+    "snip-channel": "snip",
+}
+
+
+def uses_channel_density(cfg: RunConfig, method: str) -> bool:
+    """Whether ``method`` is sized by ``prune.channel_density(ies)`` (the channel-level methods,
+    and ``dense-narrow`` with ``prune.narrow_match: channels``)."""
+    return method in CHANNEL_METHODS or (
+        method == "dense-narrow" and cfg.prune.narrow_match == "channels"
+    )
+
+
+def find_channel_mask(
+    ctx: MethodContext, spec: ModelSpec, model: nn.Module, graph: ChannelGraph, score: str
+) -> Masks:
+    """The channel mask of ``model`` by ``score`` (``pun``, ``random``, ``norm``, ``snip``) at
+    ``spec.density`` of its channels, on ``ctx.device``, with its cost and the loss check of
+    the untrained network (masked, dense, and under random masks of the same counts)."""
+    p = ctx.cfg.prune
+    model.to(ctx.device)
+    generator = torch.Generator().manual_seed(spec.seed)
+    loss_fn = get_loss(ctx.cfg.train.loss)
+    t0 = time.perf_counter()
+    passes = 0
+    meta: dict[str, Any] = {}
+    if score == "pun":
+        data = ctx.batches(spec.seed, p.pun_channel.steps, SEARCH_OFFSET)
+        model.train()
+        masks, history = channel_search(
+            model,
+            graph,
+            data,
+            loss_fn,
+            spec.density,
+            p.pun_channel,
+            p.channel_allocation,
+            generator,
+        )
+        passes = p.pun_channel.steps
+        meta["pun_channel_history"] = history
+    else:
+        if score == "random":
+            scores = random_scores(graph, generator)
+        else:
+            targets = sorted(graph.writes)
+            if score == "norm":
+                raw = {t: model.get_parameter(t).detach() ** 2 for t in targets}
+            else:
+                data = ctx.batches(spec.seed, p.score_batches, SEARCH_OFFSET)
+                model.train()
+                raw = SCORERS["snip"](model, targets, data, loss_fn, generator)
+                passes = p.score_batches
+            scores = per_channel(graph, raw)
+        masks = select_channels(graph, scores, spec.density, p.channel_allocation)
+    seconds = time.perf_counter() - t0
+    masks.metadata.update(
+        {
+            **meta,
+            **masks.metadata,
+            "method": spec.method,
+            "score": score,
+            "channel_density": spec.density,
+            "allocation": p.channel_allocation,
+            "seed": spec.seed,
+            "cost": {"seconds": seconds, "forward_passes": passes, "backward_passes": passes},
+        }
+    )
+    masks.metadata["check"] = _channel_check(ctx, spec, model, graph, masks)
+    return masks
+
+
+def _channel_check(
+    ctx: MethodContext, spec: ModelSpec, model: nn.Module, graph: ChannelGraph, masks: Masks
+) -> dict[str, Any]:
+    """Loss of the untrained network on held-out training batches: dense, under ``masks`` and
+    under random channel masks with the same per-slot counts (the width control)."""
+    p = ctx.cfg.prune
+    loss_fn = get_loss(ctx.cfg.train.loss)
+    data = list(ctx.batches(spec.seed, p.check_batches, CHECK_OFFSET))
+    model.train()
+    counts = {s: int(m.sum()) for s, m in masks.items()}
+    full = {s: torch.ones_like(m) for s, m in masks.items()}
+    gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
+    randoms = []
+    for _ in range(p.check_shuffles):
+        randoms.append(
+            masked_loss(
+                model,
+                graph,
+                select_by_counts(random_scores(graph, gen), counts),
+                data,
+                loss_fn,
+                len(data),
+            )
+        )
+    return {
+        "loss_dense": masked_loss(model, graph, full, data, loss_fn, len(data)),
+        "loss_mask": masked_loss(model, graph, masks, data, loss_fn, len(data)),
+        "loss_shuffled": randoms,
+        "loss_shuffled_mean": sum(randoms) / max(len(randoms), 1),
+    }
+
+
+def save_channels(masks: Masks, directory: Path, graph: ChannelGraph) -> None:
+    """Write ``channels.pt`` (the channel mask) and ``channels.json``: the kept widths (what a
+    trained compact network is loaded with), kept indices, and metadata."""
+    directory.mkdir(parents=True, exist_ok=True)
+    masks.save(directory / "channels.pt")
+    kept = kept_indices(masks)
+    summary = {
+        "widths": {s: len(kept[s]) for s in sorted(kept)},
+        "full_widths": graph.widths(),
+        "kept_channels": sum(len(k) for k in kept.values()),
+        "total_channels": sum(graph.widths().values()),
+        "kept": {s: kept[s].tolist() for s in sorted(kept)},
+        "metadata": {k: v for k, v in masks.metadata.items() if k != "pun_channel_history"},
+    }
+    write_json_atomic(directory / "channels.json", summary)
+
+
+def channel_stage(
+    ctx: MethodContext, spec: ModelSpec, graph: ChannelGraph, compute: Callable[[], Masks]
+) -> Masks:
+    """Load ``channels.pt`` or compute and save the channel mask (main process; shared)."""
+    directory = spec.directory(ctx.run_dir)
+    path = directory / "channels.pt"
+
+    def load_or_compute() -> Masks:
+        if path.is_file():
+            return Masks.load(path)
+        masks = compute()
+        save_channels(masks, directory, graph)
+        return masks
+
+    return on_main(load_or_compute)
+
+
+def channel_widths(directory: Path) -> dict[str, int] | None:
+    """The kept widths of a channel-level model directory (``channels.json``), or None."""
+    path = directory / "channels.json"
+    if not path.is_file():
+        return None
+    try:
+        return {s: int(w) for s, w in json.loads(path.read_text())["widths"].items()}
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: expected a JSON object with 'widths' ({err})") from err
+
+
+def trained_architecture(cfg: RunConfig, spec: ModelSpec, directory: Path) -> nn.Module:
+    """The network ``spec``'s trained weights load into: ``model_config``'s MoDL, compacted to the
+    widths of ``channels.json`` for channel-level models (no mask needed)."""
+    model = build_model(model_config(cfg, spec), seed=spec.seed)
+    widths = channel_widths(directory)
+    if widths is None:
+        return model
+    return narrow_to(model, channel_graph(model), widths)
+
+
+def _channel_pruning(score: str) -> Callable:
+    """Recipe: a channel mask of the initial network, compacted, then trained (the compact
+    network is what trains and what the checkpoints hold)."""
+
+    def recipe(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+        full = build_model(ctx.cfg.model, spec.seed)
+        graph = channel_graph(full)
+        masks = channel_stage(
+            ctx, spec, graph, lambda: find_channel_mask(ctx, spec, full, graph, score)
+        )
+        model = compact(full.cpu(), graph, masks)
+        return _train_compact(ctx, spec, model, full, {**_mask_costs(masks)})
+
+    return recipe
+
+
+def _train_compact(
+    ctx: MethodContext, spec: ModelSpec, model: nn.Module, full: nn.Module, costs: dict
+) -> MethodResult:
+    result = ctx.train(spec, model, "train")
+    model = _load_best(model, spec.directory(ctx.run_dir) / "train")
+    sizes = {
+        "parameters": float(count_parameters(model)),
+        "dense_parameters": float(count_parameters(full)),
+    }
+    return MethodResult(model, result, {**costs, **_train_costs(result), **sizes})
+
+
+def _dense_narrow_channels(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
+    """``dense-narrow`` at the channel methods' kept widths (``uniform``: the same for every
+    method; ``global``: ``pun-channel``'s of this seed and fraction), freshly initialised."""
+    full = build_model(ctx.cfg.model, spec.seed)
+    graph = channel_graph(full)
+    if ctx.cfg.prune.channel_allocation == "global":
+        pun_spec = dataclasses.replace(spec, method="pun-channel")
+        pun = channel_stage(
+            ctx,
+            pun_spec,
+            graph,
+            lambda: find_channel_mask(ctx, pun_spec, full, graph, "pun"),
+        )
+        widths = {s: int(m.sum()) for s, m in pun.items()}
+    else:
+        widths = channel_counts(graph, spec.density)
+
+    def first() -> Masks:
+        out = first_channels(widths, graph)
+        out.metadata.update(
+            method="dense-narrow",
+            channel_density=spec.density,
+            seed=spec.seed,
+            note="widths only: the network is re-initialised at these widths",
+        )
+        return out
+
+    channel_stage(ctx, spec, graph, first)
+    model = initialise(narrow_to(full.cpu(), graph, widths), ctx.cfg.model, spec.seed)
+    return _train_compact(ctx, spec, model, full, {})
 
 
 def _trained_dense(ctx: MethodContext, seed: int) -> MethodResult:
@@ -727,6 +980,7 @@ RECIPES: dict[str, Callable[[MethodContext, Any], MethodResult]] = {
     "pun-at": _after_training("pun-uniform"),
     "magnitude-at": _after_training("magnitude"),
     "imp": _imp,
+    **{name: _channel_pruning(score) for name, score in CHANNEL_METHODS.items()},
 }
 
 
@@ -741,6 +995,7 @@ def run_method(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
 
 
 __all__ = [
+    "CHANNEL_METHODS",
     "INIT_METHODS",
     "RECIPES",
     "MethodContext",
@@ -752,4 +1007,6 @@ __all__ = [
     "narrow_width",
     "pun_options",
     "run_method",
+    "trained_architecture",
+    "uses_channel_density",
 ]

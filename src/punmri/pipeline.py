@@ -44,8 +44,7 @@ from .evaluate.suites import Suite, simulated_suite
 from .evaluate.summary import summarize
 from .evaluate.tables import SliceRecord, aggregate, read_slice_csv, write_slice_csv
 from .io import write_json_atomic
-from .methods import RECIPES, MethodContext, model_config, run_method
-from .models import build_model
+from .methods import RECIPES, MethodContext, run_method, trained_architecture, uses_channel_density
 from .pruning import Masks, apply
 from .report import write_report
 from .rundir import (
@@ -69,7 +68,8 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
 
     ``dense`` has no density; every other method, ``dense-narrow`` included (its width matches the
     kept weights at its density), is trained at ``prune.density`` and at ``prune.densities`` when
-    ``prune.sweep_methods`` is empty or names it."""
+    ``prune.sweep_methods`` is empty or names it; the channel-level methods (and ``dense-narrow``
+    with ``prune.narrow_match: channels``) at ``prune.channel_density(ies)`` instead."""
     unknown = [m for m in cfg.methods if m not in RECIPES]
     if unknown:
         raise InputError(
@@ -81,10 +81,14 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
             f"prune.sweep_methods: {outside[0]!r} is not in methods {list(cfg.methods)}; "
             "list only methods the run trains"
         )
-    headline = cfg.prune.density
-    sweep = list(dict.fromkeys([headline, *cfg.prune.densities]))
     specs = []
     for method in cfg.methods:
+        if uses_channel_density(cfg, method):
+            headline = cfg.prune.channel_density
+            sweep = list(dict.fromkeys([headline, *cfg.prune.channel_densities]))
+        else:
+            headline = cfg.prune.density
+            sweep = list(dict.fromkeys([headline, *cfg.prune.densities]))
         swept = not cfg.prune.sweep_methods or method in cfg.prune.sweep_methods
         densities = [None] if method == "dense" else sweep if swept else [headline]
         for density in densities:
@@ -162,7 +166,7 @@ def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel
             f"model {spec.name} (seed {spec.seed}) in {run_dir} has not finished training; "
             "finish it with `punmri run` or `punmri train` on the same config first"
         )
-    model = build_model(model_config(cfg, spec), seed=spec.seed)
+    model = trained_architecture(cfg, spec, directory)
     masks = Masks.load(directory / "mask.pt") if (directory / "mask.pt").is_file() else None
     if masks is not None:
         apply(model, masks)

@@ -11,7 +11,7 @@ from .denoisers import (
     count_parameters,
     init_weights,
 )
-from .factory import build_model
+from .factory import build_model, initialise
 from .modl import MoDL
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "complex_to_channels",
     "count_parameters",
     "init_weights",
+    "initialise",
 ]

@@ -41,16 +41,11 @@ def build_model(
     (``train.precision``: fp32, bf16, fp16) makes the denoisers autocast on every call, so
     evaluation can compute as training did (the weights are float32 either way).
     """
-    generator = torch.Generator().manual_seed(seed)
-    gain = cfg.init_output_gain or 1.0 / cfg.unrolls
     if cfg.shared:
         denoiser: torch.nn.Module | list[torch.nn.Module] = build_denoiser_from_config(cfg)
-        init_weights(denoiser, generator, cfg.init, output_gain=gain)
     else:
         denoiser = [build_denoiser_from_config(cfg) for _ in range(cfg.unrolls)]
-        for d in denoiser:
-            init_weights(d, generator, cfg.init, output_gain=gain)
-    return MoDL(
+    model = MoDL(
         denoiser,
         unrolls=cfg.unrolls,
         cg_iterations=cfg.cg_iterations,
@@ -61,3 +56,17 @@ def build_model(
         checkpoint_unrolls=cfg.checkpoint_unrolls,
         dc_backward=cfg.dc_backward,
     )
+    initialise(model, cfg, seed)
+    return model
+
+
+def initialise(model: MoDL, cfg: ModelConfig, seed: int) -> MoDL:
+    """Draw the denoiser weights of ``model`` from ``torch.Generator().manual_seed(seed)`` as
+    :func:`build_model` does (also for a narrowed copy of its network: the draws follow the
+    tensors' shapes); ``lam`` is left alone. Returns ``model``."""
+    generator = torch.Generator().manual_seed(seed)
+    gain = cfg.init_output_gain or 1.0 / cfg.unrolls
+    denoisers = [model.denoiser] if model.denoiser is not None else list(model.denoisers)
+    for d in denoisers:
+        init_weights(d, generator, cfg.init, output_gain=gain)
+    return model
