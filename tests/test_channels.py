@@ -286,3 +286,19 @@ def test_channel_search_diagnostics_are_saved(channel_run):
     assert len(masks.metadata["pun_channel_history"]) == 3
     check = masks.metadata["check"]
     assert {"loss_dense", "loss_mask", "loss_shuffled_mean"} <= set(check)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compact_model_exports_and_runs_without_punmri(channel_run, tmp_path):
+    from punmri.export import export_model
+
+    cfg, out, _ = channel_run
+    info = export_model(out, "pun-channel", 0, tmp_path / "m.pt", overwrite=False)
+    program = torch.jit.load(str(tmp_path / "m.pt"))
+    y, op = _inputs(batch=1, coils=cfg.physics.coils, size=tuple(cfg.data.image_size))
+    model = load_trained(cfg, ModelSpec("pun-channel", 0, 0.5, 0.5), out).model
+    with torch.no_grad():
+        expected = model(y, op)
+        got = program(y, op.maps, op.mask.expand(1, *op.mask.shape[-2:]).float())
+    assert (got - expected).abs().max() < 1e-5 * float(expected.abs().max())
+    assert info["method"] == "pun-channel"

@@ -80,6 +80,19 @@ def cmd_recon(args: argparse.Namespace, out_dir: Callable) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, out_dir: Callable) -> int:
+    from ..export import export_model
+
+    shape = tuple(args.shape) if args.shape else None
+    info = export_model(args.run, args.method, args.seed, args.out, args.overwrite, shape)
+    h, w = info["image_size"]
+    print(
+        f"wrote {args.out} ({info['method']} seed {info['seed']}, TorchScript for {h}x{w} "
+        f"images) and {args.out}.json"
+    )
+    return 0
+
+
 def cmd_data(args: argparse.Namespace, out_dir: Callable) -> int:
     verbs = {"describe": _data_describe, "synth": _data_synth, "prepare": _data_prepare}
     return verbs[args.data_command](args)
@@ -220,6 +233,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "recon": cmd_recon,
+    "export": cmd_export,
     "data": cmd_data,
 }
 

@@ -86,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     p = sub.add_parser(
+        "export",
+        help="write a trained model as a TorchScript program that needs only torch",
+        description="Write the trained network METHOD of a run as a self-contained TorchScript "
+        "program OUT (physics included: program(kspace, maps, mask) -> complex image, loadable "
+        "with torch.jit.load alone) and its settings as OUT.json. The program reconstructs one "
+        "image size H x W only (the run's data.image_size, or --shape); batch size and coil "
+        "count are free.",
+    )
+    p.add_argument("--run", required=True, help="trained run directory")
+    p.add_argument("--method", required=True, help="trained model as reported: dense, pun@0.1, ...")
+    p.add_argument("--seed", type=int, default=None, help="which seed's model (default: seeds[0])")
+    p.add_argument("--out", required=True, help="output program, e.g. model.pt (+ model.pt.json)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="image size the program accepts (default: data.image_size; fastMRI runs: required)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+    p = sub.add_parser(
         "data", help="describe, synthesize or prepare data (punmri data {describe,synth,prepare})"
     )
     verbs = p.add_subparsers(dest="data_command", required=True)
