@@ -26,17 +26,17 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, body: str) -> Path:
-    """Replace (or append) the section ``name`` of docs/BENCHMARKS.md."""
-    text = DOC.read_text() if DOC.is_file() else HEADER
+def write_section(name: str, body: str, doc: Path = DOC) -> Path:
+    """Replace (or append) the section ``name`` of ``doc`` (docs/BENCHMARKS.md by default)."""
+    text = doc.read_text() if doc.is_file() else HEADER
     block = f"<!-- BEGIN {name} -->\n{body.strip()}\n<!-- END {name} -->"
     pattern = re.compile(rf"<!-- BEGIN {name} -->.*?<!-- END {name} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_suffix(".tmp")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_suffix(".tmp")
     tmp.write_text(text)
-    tmp.replace(DOC)
-    return DOC
+    tmp.replace(doc)
+    return doc
 
 
 def punmri_run(
@@ -45,8 +45,11 @@ def punmri_run(
     overrides: list[str],
     quiet: bool = False,
     log: Path | None = None,
+    command: str = "run",
+    args: list[str] | None = None,
 ) -> None:
-    """Run ``punmri run`` in a subprocess from the repository root (resumes an existing run).
+    """Run ``punmri run`` (or ``command``, e.g. ``train``, with further ``args`` such as
+    ``--only``) in a subprocess from the repository root (resumes an existing run).
 
     ``quiet`` hides progress bars and the summary; ``log`` sends all output to that file instead.
     """
@@ -58,11 +61,12 @@ def punmri_run(
         sys.executable,
         "-m",
         "punmri.cli.main",
-        "run",
+        command,
         "--config",
         str(config),
         "--out",
         str(out),
+        *(args or []),
         *overrides,
     ]
     if quiet or log is not None:

@@ -80,17 +80,23 @@ class MinimalMoDL(nn.Module):
     """
 
     def __init__(
-        self, channels: int, layers: int, unrolls: int, cg_iters: int, lam: float, fold_shifts: bool
+        self,
+        channels: int,
+        layers: int,
+        unrolls: int,
+        cg_iters: int,
+        lam: float,
+        fold_shifts: bool,
+        batchnorm: bool = False,
     ):
         super().__init__()
         mods: list[nn.Module] = []
         cin = 2
         for _ in range(layers - 1):
-            mods += [
-                nn.Conv2d(cin, channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(),
-            ]
+            mods.append(nn.Conv2d(cin, channels, 3, padding=1, bias=not batchnorm))
+            if batchnorm:
+                mods.append(nn.BatchNorm2d(channels))
+            mods.append(nn.ReLU())
             cin = channels
         mods.append(nn.Conv2d(cin, 2, 3, padding=1))
         self.cnn = nn.Sequential(*mods)
@@ -165,7 +171,8 @@ def _step_fn(cfg_path: str, which: str):
         call = lambda: model(batch.kspace, op)  # noqa: E731
     else:
         fold = which == "minimal-folded"
-        model = MinimalMoDL(m.channels, m.depth, m.unrolls, m.cg_iterations, m.lam, fold)
+        bn = m.norm == "batch"
+        model = MinimalMoDL(m.channels, m.depth, m.unrolls, m.cg_iterations, m.lam, fold, bn)
         model.cnn.load_state_dict(punmri_model.denoiser.body.state_dict())
         call = lambda: model(batch.kspace, batch.maps, batch.mask)  # noqa: E731
     opt = torch.optim.Adam(model.parameters(), 1e-4)
@@ -278,13 +285,15 @@ def main() -> None:
             for k, v in id_.items()
         ]
         verdict_zf = "meets" if dense - zf >= 4 else "MISSES"
-        verdict_cs = "meets" if dense > cs else "MISSES"
+        verdict_cs = "meets" if dense - cs >= 1.5 else "MISSES"
         lines += [
             "",
             f"- dense - zero-filled: {dense - zf:+.2f} dB ({verdict_zf} the >= 4 dB target)",
-            f"- dense - CS-L1: {dense - cs:+.2f} dB ({verdict_cs} the > 0 dB target)",
+            f"- dense - CS-L1: {dense - cs:+.2f} dB ({verdict_cs} the >= 1.5 dB target)",
             "",
         ]
+        # keep the demo figures even if the timing part below fails
+        write_section("foundation", "\n".join([*lines, "(step timings: being measured)"]))
     lines += [
         "**MoDL step and inference time** (training step = forward + backward + Adam on one "
         "batch, median of n steps measured in fresh processes, each model in its own processes, "

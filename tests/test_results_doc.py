@@ -405,3 +405,15 @@ def test_document_from_real_runs(tmp_path):
     assert "- **fresh-small without BatchNorm**: PUN is" in text
     assert "![fresh-small training.png](figures/results/fresh-small_training.png)" in text
     assert (tmp_path / "figures" / "results" / "fresh-small_training.png").is_file()
+
+
+def test_rewriting_the_document_keeps_sections_of_other_scripts(synthetic, tmp_path):
+    regimes, ablation = synthetic
+    path = tmp_path / "RESULTS.md"
+    block = "<!-- BEGIN structured -->\n## Structured PUN\n| a |\n<!-- END structured -->"
+    path.write_text(f"# an older study\n\nold table\n\n{block}\n")
+    text = write_results_doc(regimes, path, "cmd", ablation=ablation).read_text()
+    assert "old table" not in text
+    assert text.count(block) == 1
+    again = write_results_doc(regimes, path, "cmd", ablation=ablation).read_text()
+    assert again == text

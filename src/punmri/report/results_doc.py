@@ -9,6 +9,7 @@ each regime's own tables and figures); :func:`write_results_doc` writes it with 
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -205,6 +206,16 @@ def results_document(
     return "\n".join(lines) + "\n"
 
 
+_SECTION = re.compile(r"<!-- BEGIN (\S+) -->.*?<!-- END \1 -->", re.S)
+
+
+def kept_sections(text: str) -> list[str]:
+    """The ``<!-- BEGIN name --> ... <!-- END name -->`` blocks of ``text``: sections of the
+    document that other scripts write (``benchmarks/structured_results.py``) and that rewriting
+    the regime study keeps."""
+    return [m.group(0) for m in _SECTION.finditer(text)]
+
+
 def write_results_doc(
     regimes: Mapping[str, RegimeRun],
     doc: str | Path,
@@ -218,6 +229,10 @@ def write_results_doc(
     (copied as ``REGIME_NAME.png``). Arguments as :func:`results_document`; returns ``doc``."""
     doc = Path(doc)
     text = results_document(regimes, command, discussion, ablation, root)
+    if doc.is_file():  # sections other scripts own (e.g. "structured") are carried over
+        kept = kept_sections(doc.read_text())
+        if kept:
+            text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
     figures = doc.parent / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
     first = next(iter(regimes.values()))
@@ -232,4 +247,10 @@ def write_results_doc(
     return doc
 
 
-__all__ = ["REGIME_FIGURES", "RegimeRun", "results_document", "write_results_doc"]
+__all__ = [
+    "REGIME_FIGURES",
+    "RegimeRun",
+    "kept_sections",
+    "results_document",
+    "write_results_doc",
+]
