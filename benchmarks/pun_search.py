@@ -1,6 +1,8 @@
 """PUN mask-search tuning -> docs/BENCHMARKS.md section "pun-search" and docs/figures/.
 
-For each setting of the search (``prune.pun.*`` overrides), find the PUN mask of the freshly
+For each setting of the search of ``--method`` (``pun-uniform``, the per-layer search, by
+default: ``prune.pun_uniform.*`` overrides; or ``pun``, the paper's global PUN-IT preset:
+``prune.pun.*``), find the PUN mask of the freshly
 initialised demo MoDL and compare the *untrained* network's loss on held-out training batches
 under (a) the dense weights, (b) the PUN mask and (c) layer-shuffled PUN masks (random masks
 with PUN's per-layer counts: the fair control). The search learns something beyond the per-layer
@@ -38,18 +40,24 @@ CACHE = ROOT / "runs" / "bench-pun-search"
 DEFAULT_SETTINGS = ("steps=300",)
 
 
-def resolved_search(cfg, density: float) -> dict:
+#: ``--method`` -> the config section of its search.
+SECTIONS = {"pun-uniform": "pun_uniform", "pun": "pun"}
+
+
+def resolved_search(cfg, density: float, method: str) -> dict:
     """The search settings that matter, with the effective initial probability."""
-    pun = dataclasses.asdict(cfg.prune.pun)
+    pun = dataclasses.asdict(getattr(cfg.prune, SECTIONS[method]))
     pun["init_prob"] = pun["init_prob"] if pun["init_prob"] is not None else density
     for key in ("log_every", "eval_batches"):
         pun.pop(key)
+    if method == "pun":
+        return {**pun, "allocation": "global", "guard": cfg.prune.pun_guard}
     return {**pun, "allocation": cfg.prune.pun_allocation}
 
 
-def label(resolved: dict, density: float) -> str:
+def label(resolved: dict, density: float, method: str) -> str:
     """The settings that differ from the package defaults."""
-    default = resolved_search(load_config(None, [f"prune.density={density}"]), density)
+    default = resolved_search(load_config(None, [f"prune.density={density}"]), density, method)
     diff = [
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in resolved.items()
@@ -58,27 +66,33 @@ def label(resolved: dict, density: float) -> str:
     return ", ".join(diff) or "defaults"
 
 
-def run_setting(config: str, density: float, seed: int, setting: str, extra: list[str]) -> dict:
+def run_setting(
+    config: str, density: float, seed: int, setting: str, extra: list[str], method: str
+) -> dict:
     """Search one mask and check it; cached by (config, density, seed, resolved settings)."""
+    section = SECTIONS[method]
     overrides = [
-        kv if "." in kv.split("=")[0] else f"prune.pun.{kv}" for kv in setting.split(",") if kv
+        kv if "." in kv.split("=")[0] else f"prune.{section}.{kv}"
+        for kv in setting.split(",")
+        if kv
     ] + extra
     cfg = load_config(ROOT / config, [*overrides, f"prune.density={density}"])
-    resolved = resolved_search(cfg, density)
+    resolved = resolved_search(cfg, density, method)
     blob = json.dumps([config, density, seed, resolved], sort_keys=True)
     path = CACHE / f"{hashlib.sha1(blob.encode()).hexdigest()[:12]}.json"
     if path.is_file():
         return json.loads(path.read_text())
     data = load_run_data(cfg)
     ctx = MethodContext(cfg, CACHE, data, progress=False)
-    spec = ModelSpec("pun", seed, density, density)
+    spec = ModelSpec(method, seed, density, density)
     model = build_model(cfg.model, seed)
     t0 = time.perf_counter()
-    masks = find_method_mask(ctx, spec, model, "pun", None)
+    masks = find_method_mask(ctx, spec, model, method, None)
     search_s = time.perf_counter() - t0
     check = mask_check(ctx, spec, masks)
     out = {
         "resolved": resolved,
+        "method": method,
         "density": density,
         "seed": seed,
         "search_s": search_s,
@@ -94,13 +108,17 @@ def run_setting(config: str, density: float, seed: int, setting: str, extra: lis
 
 def figure(results: list[dict], path: Path) -> Path:
     """Expected density and search loss traces, and final probability histograms."""
-    searches = {label(r["resolved"], r["density"]): (r["history"], r["histogram"]) for r in results}
+    searches = {
+        label(r["resolved"], r["density"], r["method"]): (r["history"], r["histogram"])
+        for r in results
+    }
     return pun_search_traces(searches, results[0]["density"], path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--method", choices=sorted(SECTIONS), default="pun-uniform")
     parser.add_argument("--density", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -111,11 +129,16 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], help="other config overrides")
     args = parser.parse_args()
     settings = args.setting or list(DEFAULT_SETTINGS)
-    results = [run_setting(args.config, args.density, args.seed, s, args.extra) for s in settings]
+    results = [
+        run_setting(args.config, args.density, args.seed, s, args.extra, args.method)
+        for s in settings
+    ]
     lines = [
         "## PUN mask search (`python benchmarks/pun_search.py`)",
         "",
-        f"Machine: {machine()}. Config `{args.config}`, density {args.density}, seed {args.seed}."
+        f"Machine: {machine()}. Search `{args.method}`"
+        f"{' (per-layer counts, KL averaged)' if args.method == 'pun-uniform' else ''}; "
+        f"config `{args.config}`, density {args.density}, seed {args.seed}."
         " Loss = training loss of the *untrained* MoDL on "
         "held-out training batches; control = PUN mask shuffled within each layer (same "
         "per-layer counts), mean ± std over shuffles. Margin = (control - PUN) / std. "
@@ -134,7 +157,7 @@ def main() -> None:
         margin = (c["loss_shuffled_mean"] - c["loss_mask"]) / std if std > 0 else float("nan")
         low = min(r["layers"], key=lambda x: (x["kept"] / x["total"], x["name"]))
         lines.append(
-            f"| {label(r['resolved'], r['density'])} | {r['search_s']:.0f} | "
+            f"| {label(r['resolved'], r['density'], r['method'])} | {r['search_s']:.0f} | "
             f"{r['history'][-1]['expected_density']:.3f} | "
             f"`{low['name']}` {low['kept']}/{low['total']} | "
             f"{c['loss_dense']:.4f} | {c['loss_mask']:.4f} | {c['loss_shuffled_mean']:.4f} ± "

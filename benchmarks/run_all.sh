@@ -14,7 +14,7 @@ $PY pun_search.py \
     --setting "prune.pun_allocation=erk" \
     --setting ""
 $PY pruning.py prune.imp_rounds=2 data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
-    --steps 200 --methods dense pun pun-at random snip imp
+    --steps 200 --methods dense pun-uniform pun-at random snip imp
 $PY pruning.py data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
     --steps 200 --methods dense synflow --section pruning-synflow --out runs/bench-pruning-synflow
 $PY data_pipeline.py

@@ -302,3 +302,22 @@ def test_compact_model_exports_and_runs_without_punmri(channel_run, tmp_path):
         got = program(y, op.maps, op.mask.expand(1, *op.mask.shape[-2:]).float())
     assert (got - expected).abs().max() < 1e-5 * float(expected.abs().max())
     assert info["method"] == "pun-channel"
+
+
+def test_global_allocation_dense_narrow_takes_pun_channel_widths(tmp_path):
+    overrides = [
+        *TINY,
+        *FAST,
+        "methods=[dense-narrow,pun-channel]",
+        "prune.narrow_match=channels",
+        "prune.channel_allocation=global",
+        "prune.channel_density=0.4",
+        "train.steps=2",
+    ]
+    cfg = load_config(None, overrides)
+    out = tmp_path / "run"
+    run(cfg, out, progress=False, train_only=True)
+    pun = json.loads((out / "models/pun-channel/seed0/channels.json").read_text())
+    narrow = json.loads((out / "models/dense-narrow/seed0/channels.json").read_text())
+    assert narrow["widths"] == pun["widths"]
+    assert pun["kept_channels"] == max(len(pun["widths"]), round(0.4 * pun["total_channels"]))
