@@ -39,6 +39,7 @@ ARCHITECTURES = [
     ("resnet", {"norm": "batch"}),
     ("resnet", {"norm": "batch-per-unroll"}),
     ("resnet", {"norm": "instance"}),
+    ("resnet", {"shared": False}),
     ("unet", {"depth": 2}),
     ("unet", {"depth": 2, "norm": "batch"}),
     ("didn", {"depth": 2}),
@@ -120,9 +121,7 @@ def test_compact_changes_nothing_in_the_original_and_trains():
     assert all(p.grad is not None for p in small.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize(
-    ("denoiser", "extra"), [ARCHITECTURES[1], ARCHITECTURES[4], ARCHITECTURES[6]]
-)
+@pytest.mark.parametrize(("denoiser", "extra"), [ARCHITECTURES[i] for i in (1, 4, 5, 7)])
 def test_expand_into_inverts_compact(denoiser, extra):
     model = _model(denoiser, extra)
     graph = channel_graph(model)
