@@ -1,18 +1,28 @@
 """Generalization results -> docs/RESULTS.md (and docs/figures/results/).
 
-Runs ``configs/results.yaml`` once per training regime (resumable ``punmri run`` directories in
-``runs/results/REGIME``), then writes the document with :func:`punmri.report.results_doc.
-write_results_doc`: the regime map (ID and mean OOD PSNR difference to dense, with bootstrap 95%
-CIs, per method), each regime's per-suite table with suite difficulty, and the figures. Regimes
-(:data:`punmri.report.regimes.REGIMES`): simulation *fixed* per training slice vs *fresh* per
-sample, and the full training slab vs a small training set. In the ``--batchnorm-regimes``
-(default fixed-full and fresh-small) dense, PUN and random are also trained without BatchNorm
-(``runs/results/REGIME-nobn``) and compared with the main runs.
+Trains ``configs/results.yaml`` once per training regime (:data:`punmri.report.regimes.REGIMES`;
+by default the grid :data:`~punmri.report.regimes.GRID`: ``fixed-tiny-long``, where dense MoDL
+can over-fit, ``fresh-full``, where it should not, and ``fresh-full-didn``) into resumable
+``punmri run`` directories ``runs/results/REGIME``, then writes the document with
+:func:`punmri.report.results_doc.write_results_doc`: the verdict table (PUN minus dense,
+``dense-narrow`` and ``pun-shuffled``, ID and OOD, 95% CIs) and the over-fitting lines at the top,
+the regime map, seed, control and quality tables, each regime's per-suite table and the figures.
 
-Usage: ``python benchmarks/results.py [--regimes fixed-small ...] [--jobs N] [--config FILE]
-[overrides]``; with ``--jobs N`` the regimes run N at a time, each with ``cores / N`` threads and
-its output in ``runs/results/REGIME.log``; ``--from-runs`` only rebuilds the reports and the
-document from finished runs.
+Scheduling: each regime's unfinished networks are split by seed into ``punmri train --only``
+jobs (networks that depend on each other, ``pun-shuffled`` on PUN's mask and ``imp`` on dense,
+share a seed), run ``--jobs`` at a time, the largest first, with ``cores / jobs`` threads each and
+their output in ``runs/results/REGIME.sS.log``; then every regime is evaluated by a plain
+``punmri run`` (``runs/results/REGIME.log``). Every stage resumes: finished networks are kept, an
+interrupted training continues from its last checkpoint and a complete evaluation is not redone,
+so the same command continues after a kill. The wall time of every session is added up in
+``runs/results/cost.json`` (updated each minute) and stated in the document.
+
+Optional: ``--sweep-regimes`` also trains ``prune.densities``; ``--batchnorm-regimes`` retrains
+dense, PUN and random without BatchNorm (``runs/results/REGIME-nobn``) for the earlier BatchNorm
+grid (``model.norm=batch model.init_output_gain=1``).
+
+Usage: ``python benchmarks/results.py [--regimes R ...] [--jobs N] [--config FILE] [overrides]``;
+``--from-runs`` trains nothing and only rebuilds the reports and the document from finished runs.
 """
 
 from __future__ import annotations
@@ -21,40 +31,139 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from _docs import punmri_run
+from _docs import machine, punmri_run
 
-from punmri.pipeline import report_run
-from punmri.report.regimes import NO_BATCHNORM, NO_BATCHNORM_METHODS, REGIMES, RegimeRun
+from punmri.config import load_config
+from punmri.io import write_json_atomic
+from punmri.pipeline import model_specs, report_run
+from punmri.report.regimes import GRID, NO_BATCHNORM, NO_BATCHNORM_METHODS, REGIMES, RegimeRun
 from punmri.report.results_doc import write_results_doc
+from punmri.rundir import prepare_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_regime(config: str, out: Path, overrides: list[str], log: Path | None = None) -> dict:
-    """Run (or resume) one regime into ``out`` and return its metrics."""
-    punmri_run(config, out, [f"name=results-{out.name}", *overrides], log=log)
-    return json.loads((out / "metrics.json").read_text())
+@dataclass(frozen=True)
+class Job:
+    """One ``punmri train --only`` process: the unfinished networks of one seed of one run.
+
+    Attributes:
+        run: the run's label (a regime, or ``REGIME-nobn``).
+        out: its run directory.
+        seed: the seed of every network of the job.
+        networks: ``NAME:SEED`` entries for ``--only``.
+        weight: its expected cost in optimizer steps (training steps of every network, plus
+            the search steps of ``pun``), to start the largest jobs first.
+    """
+
+    run: str
+    out: Path
+    seed: int
+    networks: tuple[str, ...]
+    weight: int
 
 
-def run_regimes(
-    config: str, runs: dict[str, Path], overrides: dict[str, list[str]], jobs: int
-) -> dict[str, dict]:
-    """Run every run of ``runs`` (with its ``overrides``), ``jobs`` at a time (the CPU threads
-    split between them)."""
-    if jobs <= 1:
-        return {r: run_regime(config, out, overrides[r]) for r, out in runs.items()}
-    threads = f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}"
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {
-            r: pool.submit(
-                run_regime, config, out, [threads, *overrides[r]], out.parent / f"{out.name}.log"
+def training_jobs(
+    config: str | Path, runs: Mapping[str, Path], overrides: Mapping[str, list[str]]
+) -> list[Job]:
+    """The jobs that train every unfinished network of ``runs`` (a network is finished when its
+    ``costs.json`` exists), one per run and seed, largest :attr:`Job.weight` first."""
+    jobs = []
+    for label, out in runs.items():
+        cfg = load_config(config, overrides[label])
+        by_seed: dict[int, list] = {}
+        for spec in model_specs(cfg):
+            if not (spec.directory(out) / "costs.json").is_file():
+                by_seed.setdefault(spec.seed, []).append(spec)
+        for seed, specs in by_seed.items():
+            weight = sum(
+                cfg.train.steps + (cfg.prune.pun.steps if s.method == "pun" else 0) for s in specs
             )
-            for r, out in runs.items()
+            names = tuple(f"{s.name}:{s.seed}" for s in specs)
+            jobs.append(Job(label, out, seed, names, weight))
+    return sorted(jobs, key=lambda j: -j.weight)
+
+
+def in_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> list[Any]:
+    """``fn`` of every item, ``jobs`` at a time, started in the items' order; the results in
+    that order (the first error is raised once all have ended)."""
+    items = list(items)
+    if jobs <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        return [f.result() for f in futures]
+
+
+class CostLog:
+    """The wall time of every session of the results run, in ``path`` (``cost.json``):
+    ``{"sessions": [seconds, ...], "wall_s": their sum, "jobs", "machine"}``. The current
+    session's entry is rewritten every ``every`` seconds while :meth:`running`, so a killed
+    session keeps all but its last minute."""
+
+    def __init__(self, path: Path, jobs: int, every: float = 60.0) -> None:
+        self.path, self.jobs, self.every = path, jobs, every
+        self.previous = self.read(path).get("sessions", []) if path.is_file() else []
+        self.start = time.monotonic()
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any]:
+        """The recorded cost (empty when none was recorded)."""
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write(self) -> dict[str, Any]:
+        """Record the sessions so far, this one up to now; returns the record."""
+        sessions = [*self.previous, time.monotonic() - self.start]
+        record = {
+            "sessions": sessions,
+            "wall_s": sum(sessions),
+            "jobs": self.jobs,
+            "machine": machine(),
         }
-        return {r: f.result() for r, f in futures.items()}
+        write_json_atomic(self.path, record)
+        return record
+
+    def running(self) -> threading.Event:
+        """Start rewriting the record every :attr:`every` seconds until the returned event is
+        set."""
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(self.every):
+                self.write()
+
+        threading.Thread(target=tick, daemon=True).start()
+        return stop
+
+
+def train_and_evaluate(
+    config: str, runs: Mapping[str, Path], overrides: Mapping[str, list[str]], jobs: int
+) -> dict[str, dict]:
+    """Train every network of ``runs`` (:func:`training_jobs`, ``jobs`` at a time), then
+    evaluate each run; returns each run's metrics."""
+    for label, out in runs.items():  # created once here, so parallel jobs find it ready
+        prepare_run_dir(load_config(config, overrides[label]), out)
+
+    def train(job: Job) -> None:
+        log = job.out.parent / f"{job.out.name}.s{job.seed}.log"
+        only = ["--only", ",".join(job.networks)]
+        punmri_run(config, job.out, overrides[job.run], log=log, command="train", args=only)
+
+    def evaluate(label: str) -> dict:
+        out = runs[label]
+        punmri_run(config, out, overrides[label], log=out.parent / f"{out.name}.log")
+        return json.loads((out / "metrics.json").read_text())
+
+    in_parallel(train, training_jobs(config, runs, overrides), jobs)
+    return dict(zip(runs, in_parallel(evaluate, list(runs), jobs), strict=True))
 
 
 def main() -> None:
@@ -64,25 +173,26 @@ def main() -> None:
     parser.add_argument("--doc", default="docs/RESULTS.md", help="Markdown file to write")
     parser.add_argument(
         "--discussion",
-        default="benchmarks/results_discussion.md",
-        help="hand-written interpretation included under the answer (when the file exists)",
+        default=None,
+        help="hand-written interpretation of these runs' numbers, included under the verdict "
+        "(benchmarks/results_discussion.md discusses the earlier BatchNorm grid)",
     )
-    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
-    parser.add_argument("--jobs", type=int, default=1, help="regimes run at the same time")
+    parser.add_argument("--regimes", nargs="+", default=list(GRID), choices=list(REGIMES))
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")
     parser.add_argument(
         "--sweep-regimes",
         nargs="*",
-        default=["fixed-small"],
+        default=[],
         choices=list(REGIMES),
         help="regimes that also train prune.densities (the others only the headline density)",
     )
     parser.add_argument(
         "--batchnorm-regimes",
         nargs="*",
-        default=["fixed-full", "fresh-small"],
+        default=[],
         choices=list(REGIMES),
         help=f"regimes also trained without BatchNorm ({', '.join(NO_BATCHNORM_METHODS)}) "
-        "into OUT/REGIME-nobn",
+        "into OUT/REGIME-nobn (for the BatchNorm grid: model.norm=batch model.init_output_gain=1)",
     )
     parser.add_argument(
         "--from-runs",
@@ -92,27 +202,44 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every regime")
     args = parser.parse_args()
-    runs = {r: ROOT / args.out / r for r in args.regimes}
+    if args.batchnorm_regimes and load_config(args.config, args.overrides).model.norm == "none":
+        parser.error(
+            "--batchnorm-regimes retrains without BatchNorm, but the grid has model.norm none "
+            "already; add the overrides model.norm=batch model.init_output_gain=1 (the BatchNorm "
+            "grid) or drop --batchnorm-regimes"
+        )
+    root = ROOT / args.out
+    runs = {r: root / r for r in args.regimes}
     overrides = {
         r: [*REGIMES[r], *([] if r in args.sweep_regimes else ["prune.densities=[]"])]
         for r in args.regimes
     }
-    ablation = {r: ROOT / args.out / f"{r}-nobn" for r in args.batchnorm_regimes if r in runs}
-    every = {**runs, **{f"{r}-nobn": out for r, out in ablation.items()}}
-    overrides.update({f"{r}-nobn": [*REGIMES[r], *NO_BATCHNORM] for r in ablation})
     overrides = {r: [*o, *args.overrides] for r, o in overrides.items()}
+    ablation = {r: root / f"{r}-nobn" for r in args.batchnorm_regimes if r in runs}
+    every = {**runs, **{f"{r}-nobn": out for r, out in ablation.items()}}
+    overrides.update({f"{r}-nobn": [*REGIMES[r], *args.overrides, *NO_BATCHNORM] for r in ablation})
+    threads = f"train.threads={max(1, (os.cpu_count() or 1) // max(1, args.jobs))}"
+    overrides = {r: [*o, f"name=results-{every[r].name}", threads] for r, o in overrides.items()}
+    cost_path = root / "cost.json"
     if args.from_runs:
         done = {r: report_run(out, progress=False) for r, out in every.items()}
+        cost = CostLog.read(cost_path)
     else:
-        done = run_regimes(args.config, every, overrides, args.jobs)
-    discussion = ROOT / args.discussion
+        log = CostLog(cost_path, args.jobs)
+        stop = log.running()
+        try:
+            done = train_and_evaluate(args.config, every, overrides, args.jobs)
+        finally:
+            stop.set()
+            cost = log.write()
     doc = write_results_doc(
         {r: RegimeRun.load(out, done[r]) for r, out in runs.items()},
         ROOT / args.doc,
         ("python benchmarks/results.py " + " ".join(sys.argv[1:])).strip(),
-        discussion.read_text() if discussion.is_file() else None,
+        Path(args.discussion).read_text() if args.discussion else None,
         {r: RegimeRun.load(out) for r, out in ablation.items()},
         root=ROOT,
+        cost=cost or None,
     )
     print(doc)
 

@@ -19,4 +19,5 @@ $PY pruning.py data.max_test_slices=12 "evaluate.suites=[{name: id}]" \
     --steps 200 --methods dense synflow --section pruning-synflow --out runs/bench-pruning-synflow
 $PY data_pipeline.py
 $PY compute.py
+$PY structured.py
 $PY fastmri_synth.py

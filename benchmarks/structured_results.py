@@ -43,7 +43,8 @@ from punmri.rundir import load_run_config
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "structured.yaml"
 DOC = ROOT / "docs" / "RESULTS.md"
-FIGURE = ROOT / "docs" / "figures" / "results" / "structured_pareto.png"
+#: The Pareto figure, relative to the document's folder.
+FIGURE = Path("figures") / "results" / "structured_pareto.png"
 #: The contests of pun-channel at each fraction: (other method, what it controls for).
 CONTRASTS = [
     ("dense-narrow", "same widths, fresh initialisation: does the choice of channels matter?"),
@@ -96,7 +97,7 @@ def _architectures(run: RegimeRun, cfg) -> dict[str, torch.nn.Module]:
 def measure_speed(run: RegimeRun, cfg, repeats: int) -> dict[str, dict[str, float]]:
     """Per architecture: parameters, GFLOPs per slice and median inference latency (ms), the
     networks timed in turn, repeat by repeat, in this process."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # steadier beside other jobs (benchmarks/structured.py)
     data = load_run_data(cfg)
     sample = collate(data.suites[0].samples[:1])
     y, op = sample.kspace, sample.operator()
@@ -261,10 +262,10 @@ def network_hours(run: RegimeRun, cfg) -> float:
     return total / 3600
 
 
-def section(run: RegimeRun, cfg, speed: dict) -> str:
+def section(run: RegimeRun, cfg, speed: dict, doc: Path) -> str:
     quality = quality_rows(run, cfg, speed)
     contrasts, found = contrast_rows(run, cfg)
-    pareto_figure(run, cfg, speed, FIGURE)
+    pareto_figure(run, cfg, speed, doc.parent / FIGURE)
     n_test = len({r.slice_name for r in run.records if r.suite == "id"})
     lines = [
         "## Structured PUN: channel-level pruning at initialisation, compacted",
@@ -286,8 +287,8 @@ def section(run: RegimeRun, cfg, speed: dict) -> str:
         "keep; `dense-narrow` has those widths and a fresh initialisation. The compact "
         "network is what trains and what is timed (no masks).",
         "",
-        "Latency: one slice (batch 1), no autograd, CPU, median of interleaved repeats in one "
-        "process; FLOPs from `torch.utils.flop_counter` (convolutions; the FFTs and CG "
+        "Latency: one slice (batch 1), no autograd, one CPU thread, median of interleaved repeats "
+        "in one process; FLOPs from `torch.utils.flop_counter` (convolutions; the FFTs and CG "
         "arithmetic of data consistency count zero there, so GFLOPs understate the fixed cost).",
         "",
         *quality,
@@ -301,7 +302,7 @@ def section(run: RegimeRun, cfg, speed: dict) -> str:
         "",
         *verdict_lines(found),
         "",
-        f"![quality against latency](figures/results/{FIGURE.name})",
+        f"![quality against latency]({FIGURE.as_posix()})",
     ]
     lines += [
         "",
@@ -330,7 +331,8 @@ def main() -> None:
     cfg = load_run_config(out)
     speed = measure_speed(run, cfg, args.repeats)
     write_json_atomic(out / "structured_results.json", {"speed": speed})
-    write_section("structured", section(run, cfg, speed), Path(args.doc))
+    doc = Path(args.doc)
+    write_section("structured", section(run, cfg, speed, doc), doc)
     print(f"wrote {args.doc} (section structured)", file=sys.stderr)
 
 

@@ -86,3 +86,36 @@ def test_resnet_without_batchnorm():
 def test_negative_cg_tol_is_refused():
     with pytest.raises(InputError, match="evaluate.cg_tol"):
         load_config(None, ["evaluate.cg_tol=-1e-3"])
+
+
+def test_method_seeds_give_some_methods_more_seeds(tmp_path):
+    over = [
+        "methods=[dense,pun,snip]",
+        "seeds=[0,1,2]",
+        "method_seeds={dense: [0,1,2,3,4], pun: 4}",
+    ]
+    cfg = load_config(None, over)
+    assert cfg.seeds_of("dense") == (0, 1, 2, 3, 4) and cfg.seeds_of("pun") == (4,)
+    assert cfg.seeds_of("snip") == (0, 1, 2) and cfg.all_seeds == (0, 1, 2, 3, 4)
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert load_config(None).method_seeds == {} and load_config(None).all_seeds == (0,)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method_seeds={pnu: [1]}", "method_seeds: expected only methods the run trains"),
+        ("method_seeds={pun: []}", "method_seeds.pun: expected a non-empty list of distinct"),
+        ("method_seeds={pun: [1, 1]}", "method_seeds.pun: expected a non-empty list of distinct"),
+        ("method_seeds={pun: [a]}", "method_seeds.pun: expected an integer"),
+        ("method_seeds={pun: [0, 7]}", "method_seeds.pun: expected seeds dense trains too"),
+        ("method_seeds={dense: [1]}", "seeds: expected seeds dense trains too .* pun has \\[0\\]"),
+        ("evaluate.checkpoints=[final]", "evaluate.checkpoints: expected 'best'"),
+        ("evaluate.checkpoints=[best, best]", "evaluate.checkpoints: expected 'best'"),
+        ("evaluate.checkpoints=[best, last]", "evaluate.checkpoints: 'last' is not one of"),
+    ],
+)
+def test_bad_method_seeds_and_checkpoints_are_named(override, message):
+    with pytest.raises(InputError, match=message):
+        load_config(None, ["methods=[dense,pun]", override])

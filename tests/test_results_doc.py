@@ -20,16 +20,21 @@ from punmri.report.regime_tables import (
     control_table,
     density_table,
     hard_shift_table,
+    overfitting_lines,
     quality_table,
     regime_map,
+    regime_settings,
     seed_table,
     suite_table,
+    verdict_table,
 )
 from punmri.report.regimes import (
     NO_BATCHNORM,
     RegimeRun,
+    final_drop,
     harder_suites,
     max_val_drop,
+    overfitting,
     paired_summary,
     psnr_by_network,
     pun_contrasts,
@@ -156,13 +161,50 @@ SUITES = {
 }
 SEEDS = (0, 1)
 CONFIG = {
-    "data": {"source": "phantom", "resolution_mm": 2.0, "view": "axial", "image_size": [24, 20]},
-    "physics": {"coils": 2, "mask_kind": "random", "acceleration": 4.0, "snr_db": 40.0},
-    "model": {"denoiser": "resnet", "channels": 4, "depth": 3, "unrolls": 2, "cg_iterations": 3},
-    "train": {"lr": 0.001, "batch_size": 2, "val_every": 3, "patience": 0, "steps": 6},
+    "data": {
+        "source": "phantom",
+        "resolution_mm": 2.0,
+        "view": "axial",
+        "image_size": [24, 20],
+        "max_train_slices": 4,
+    },
+    "physics": {
+        "coils": 2,
+        "mask_kind": "random",
+        "acceleration": 4.0,
+        "snr_db": 40.0,
+        "fresh": False,
+    },
+    "model": {
+        "denoiser": "resnet",
+        "channels": 4,
+        "depth": 3,
+        "unrolls": 2,
+        "cg_iterations": 3,
+        "norm": "none",
+    },
+    "train": {
+        "lr": 0.001,
+        "batch_size": 2,
+        "val_every": 3,
+        "patience": 0,
+        "steps": 6,
+        "augment": False,
+    },
     "seeds": [0, 1],
+    "methods": ["dense", "dense-narrow", "pun", "pun-shuffled", "random"],
+    "method_seeds": {},
     "prune": {"density": 0.3, "densities": [0.5]},
-    "evaluate": {"test_seed": 0},
+    "evaluate": {"test_seed": 0, "checkpoints": ["best", "final"]},
+}
+#: The fresh-small regime's config: fresh physics, all training slices, patience 2, best only.
+FRESH = {
+    **CONFIG,
+    "data": {**CONFIG["data"], "max_train_slices": 0},
+    "physics": {**CONFIG["physics"], "fresh": True},
+    "train": {**CONFIG["train"], "patience": 2, "augment": True},
+    "methods": ["dense", "pun", "pun-shuffled", "random"],
+    "evaluate": {"test_seed": 0, "checkpoints": ["best"]},
 }
 
 
@@ -187,7 +229,9 @@ def _records(offsets: dict) -> list[SliceRecord]:
     return records
 
 
-def _metrics(records: list[SliceRecord], densities: dict[str, float]) -> dict:
+def _metrics(
+    records: list[SliceRecord], densities: dict[str, float], config: dict = CONFIG
+) -> dict:
     """The metrics.json entries the document reads, from ``records``."""
     folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
     metrics = aggregate(folded)
@@ -209,7 +253,7 @@ def _metrics(records: list[SliceRecord], densities: dict[str, float]) -> dict:
         s: {"description": d, "zero-filled_psnr": zf, "dense_psnr": dense[s]["psnr"]}
         for s, (d, _, zf) in SUITES.items()
     }
-    metrics["config"] = CONFIG
+    metrics["config"] = config
     return metrics
 
 
@@ -228,14 +272,22 @@ def _write_history(run_dir: Path, method: str, seed: int, vals: list[float]) -> 
 def synthetic(tmp_path):
     """Two regimes and a run without BatchNorm with exactly known differences:
 
-    fixed-small: pun = dense + 1.5 everywhere; pun-shuffled = dense + 1 (id), + 2 (shifts);
-    random = dense + 1.5 +- 0.5 (alternating slices); pun@0.5 = dense + 1.
+    fixed-small: pun = dense + 1.5 everywhere; dense-narrow = dense - 1 (id), - 0.5 (shifts);
+    pun-shuffled = dense + 1 (id), + 2 (shifts); random = dense + 1.5 +- 0.5 (alternating
+    slices); pun@0.5 = dense + 1; final steps: dense~final = dense - 1, pun~final = pun.
     fresh-small: pun = dense +- 0.5 (alternating); pun-shuffled, random as above.
     fixed-small-nobn: dense - 1, pun and random dense + 0.5.
+    Validation histories: fixed-small dense seed 0 ends 1 dB below its best (22 -> 21), seed 1
+    at its best; fresh-small dense ends at its best.
     """
     shuffled = {"pun-shuffled": lambda s, i: 1.0 if s == "id" else 2.0}
     random = {"random": lambda s, i: 1.5 + _alternating(s, i)}
-    fixed = _records({"pun": lambda s, i: 1.5, **shuffled, **random, "pun@0.5": lambda s, i: 1.0})
+    narrow = {"dense-narrow": lambda s, i: -1.0 if s == "id" else -0.5}
+    finals = {"pun~final": lambda s, i: 1.5, "dense~final": lambda s, i: -1.0}
+    fixed = _records(
+        {"pun": lambda s, i: 1.5, **narrow, **shuffled, **random, "pun@0.5": lambda s, i: 1.0}
+    )
+    fixed += [r for r in _records(finals) if "~final" in r.method]
     fresh = _records({"pun": _alternating, **shuffled, **random})
     nobn = _records({"pun": lambda s, i: 0.5, "random": lambda s, i: 0.5})
     nobn = [
@@ -245,13 +297,14 @@ def synthetic(tmp_path):
     densities = {"pun": 0.3, "pun@0.5": 0.5}
     regimes = {
         "fixed-small": RegimeRun(tmp_path / "runs/fixed-small", _metrics(fixed, densities), fixed),
-        "fresh-small": RegimeRun(tmp_path / "runs/fresh-small", _metrics(fresh, {}), fresh),
+        "fresh-small": RegimeRun(tmp_path / "runs/fresh-small", _metrics(fresh, {}, FRESH), fresh),
     }
     ablation = {"fixed-small": RegimeRun(tmp_path / "runs/nobn", _metrics(nobn, {}), nobn)}
     main, off = regimes["fixed-small"].run_dir, ablation["fixed-small"].run_dir
     for seed in SEEDS:
         _write_history(main, "dense", seed, [20.0, 22.0, 18.5, 21.0] if seed == 0 else [20.0])
         _write_history(main, "pun", seed, [20.0, 21.0])
+        _write_history(regimes["fresh-small"].run_dir, "dense", seed, [20.0, 20.5])
         for method in ("dense", "pun", "random"):
             _write_history(off, method, seed, [20.0, 19.0] if method == "random" else [20.0])
     (main / "figures").mkdir()
@@ -269,16 +322,30 @@ def _row(lines: list[str], start: str) -> str:
 
 def test_tables_show_the_known_differences(synthetic):
     regimes, ablation = synthetic
-    assert _row(seed_table(regimes), "| fixed-small | 0 |") == (
-        "| fixed-small | 0 | 31.50 / 30.50 | 33.00 / 32.00 | 32.50 / 32.50 | 33.00 / 32.00 |"
+    seeds = seed_table(regimes)
+    assert seeds[0] == "| regime | seed | dense | pun | dense-narrow | pun-shuffled | random |"
+    assert _row(seeds, "| fixed-small | 0 |") == (
+        "| fixed-small | 0 | 31.50 / 30.50 | 33.00 / 32.00 | 30.50 / 30.00 | 32.50 / 32.50 | "
+        "33.00 / 32.00 |"
     )
-    assert _row(seed_table(regimes), "| fixed-small | 1 |").startswith(
+    assert _row(seeds, "| fixed-small | 1 |").startswith(
         "| fixed-small | 1 | 32.00 / 31.00 | 33.50 / 32.50 |"
     )
+    assert _row(seeds, "| fresh-small | 0 |").startswith(  # a method one regime lacks
+        "| fresh-small | 0 | 31.50 / 30.50 | 31.50 / 30.50 | - |"
+    )
     hard = _row(hard_shift_table(regimes), "| fixed-small |")
-    assert hard.startswith(f"| fixed-small | acc8 | {EXACT} | +2.00 [+2.00, +2.00] | +1.50 [")
+    assert hard.startswith(
+        f"| fixed-small | acc8 | {EXACT} | -0.50 [-0.50, -0.50] | +2.00 [+2.00, +2.00] | +1.50 ["
+    )
     control = _row(control_table(pun_contrasts(regimes)), "| fixed-small |")
-    assert control.startswith("| fixed-small | +0.50 [+0.50, +0.50] / -0.50 [-0.50, -0.50] | +0.00")
+    assert control.startswith(
+        "| fixed-small | +2.50 [+2.50, +2.50] / +2.00 [+2.00, +2.00] | "
+        "+0.50 [+0.50, +0.50] / -0.50 [-0.50, -0.50] | +0.00"
+    )
+    assert _row(control_table(pun_contrasts(regimes)), "| fresh-small |").startswith(
+        "| fresh-small | - | "
+    )
     quality = _row(quality_table(regimes), "| fixed-small |")
     assert quality == "| fixed-small | 25.00 | - | 31.75 | 24.00 | - | 30.75 |"
     density = density_table(regimes)
@@ -288,10 +355,93 @@ def test_tables_show_the_known_differences(synthetic):
     ]
     assert density_table({"fresh-small": regimes["fresh-small"]}) == []
     methods = [row.split(" | ")[0].strip("| ") for row in regime_map(regimes)[2:]]
-    assert methods[-1] == "zero-filled" and methods[0] == "pun"
-    assert _row(suite_table(regimes["fixed-small"]), "| acc8 |").startswith(
-        f"| acc8 | 8x | 20.00 | 27.75 | {EXACT} | +2.00 [+2.00, +2.00] |"
+    assert methods == [
+        "dense-narrow",
+        "pun",
+        "pun-shuffled",
+        "pun@0.5",
+        "random",
+        "dense~final",  # the final-step checkpoints after the best-validation ones
+        "pun~final",
+        "zero-filled",
+    ]
+    assert _row(regime_map(regimes), "| dense~final |") == (
+        "| dense~final | -1.00 [-1.00, -1.00] / -1.00 [-1.00, -1.00] | - |"
     )
+    suites = suite_table(regimes["fixed-small"])
+    assert suites[0] == (
+        "| suite | shift | zero-filled | dense | pun | dense-narrow | pun-shuffled | random | "
+        "pun@0.5 |"
+    )  # no final-step checkpoints
+    assert _row(suites, "| acc8 |").startswith(
+        f"| acc8 | 8x | 20.00 | 27.75 | {EXACT} | -0.50 [-0.50, -0.50] | +2.00 [+2.00, +2.00] |"
+    )
+
+
+def test_verdict_table_states_pun_against_the_three_references(synthetic):
+    regimes, _ = synthetic
+    table = verdict_table(regimes)
+    assert table[0] == (
+        "| regime | pun - dense: ID | pun - dense: OOD | pun - dense-narrow: ID | "
+        "pun - dense-narrow: OOD | pun - pun-shuffled: ID | pun - pun-shuffled: OOD | "
+        "PUN beats all three, ID and OOD? |"
+    )
+    assert _row(table, "| fixed-small |") == (
+        f"| fixed-small | {EXACT} better | {EXACT} better | +2.50 [+2.50, +2.50] better | "
+        "+2.00 [+2.00, +2.00] better | +0.50 [+0.50, +0.50] better | -0.50 [-0.50, -0.50] worse "
+        "| no: better in 5 of 6, worse in 1 |"
+    )
+    fresh = _row(table, "| fresh-small |")
+    assert fresh.startswith("| fresh-small | +0.00 [-0.50, +0.50] level | ")
+    assert fresh.endswith(" | - | - | -1.00 [-1.50, -0.50] worse | -2.00 [-2.50, -1.50] worse | "
+                          "no: better in 0 of 4, worse in 2 (no dense-narrow) |")  # fmt: skip
+    everywhere = {"fixed-small": regimes["fixed-small"]}
+    records = [r for r in everywhere["fixed-small"].records if "shuffled" not in r.method]
+    only = {"x": dataclasses.replace(everywhere["fixed-small"], records=records)}
+    assert _row(verdict_table(only), "| x |").endswith(
+        "| yes, where tested: better in 4 of 4, worse in 0 (no pun-shuffled) |"
+    )
+
+
+def test_overfitting_lines_read_the_histories_and_the_final_checkpoints(synthetic):
+    regimes, _ = synthetic
+    fixed, fresh = overfitting_lines(regimes)
+    assert fixed == (
+        "- **fixed-small**: dense over-fits: its validation PSNR at the final step is 0.50 dB "
+        "below its best (mean over 2 seeds; 1 of 2 more than 0.2 dB below; largest fall between "
+        "consecutive checks 3.50 dB). On the test slices `dense~final` - `dense` is "
+        "-1.00 [-1.00, -1.00] dB ID and -1.00 [-1.00, -1.00] dB OOD. At the final-step "
+        "checkpoints `pun~final` - `dense~final` is +2.50 [+2.50, +2.50] dB ID (better) and "
+        "+2.50 [+2.50, +2.50] dB OOD (better)."
+    )
+    assert fresh == (
+        "- **fresh-small**: dense does not over-fit: its validation PSNR at the final step is "
+        "0.00 dB below its best (mean over 2 seeds; 0 of 2 more than 0.2 dB below; largest fall "
+        "between consecutive checks 0.00 dB). Final-step checkpoints were not tested "
+        "(`evaluate.checkpoints`)."
+    )
+    fit = overfitting(regimes["fixed-small"])
+    assert fit.drops == (1.0, 0.0) and fit.falls == (3.5, 0.0) and fit.overfits
+    assert overfitting(regimes["fixed-small"], "snip") is None
+    assert final_drop([{"val_psnr": 20.0}, {"val_psnr": 19.25}, {"loss": 1.0}]) == 0.75
+
+
+def test_regime_settings_show_what_each_regime_sets(synthetic):
+    regimes, _ = synthetic
+    table = regime_settings(regimes)
+    assert _row(table, "| fixed-small |") == (
+        "| fixed-small | fixed | 4 | no | 6 | none | resnet 4x3, norm none | "
+        "2 seeds: dense, dense-narrow, pun, pun-shuffled, random |"
+    )
+    assert _row(table, "| fresh-small |").startswith(
+        "| fresh-small | fresh | all | yes | 6 | patience 2 |"
+    )
+    config = {**CONFIG, "method_seeds": {"dense": [0, 1, 2], "pun": [0, 1, 2]}}
+    run = dataclasses.replace(regimes["fixed-small"], metrics={"config": config})
+    assert _row(regime_settings({"r": run}), "| r |").endswith(
+        "| 3 seeds: dense, pun; 2 seeds: dense-narrow, pun-shuffled, random |"
+    )
+    assert run.seeds("pun") == (0, 1, 2) and run.seeds("random") == (0, 1)
 
 
 def test_batchnorm_tables_pair_the_two_runs(synthetic):
@@ -322,13 +472,12 @@ def test_document_states_the_answer_and_orders_its_sections(synthetic, tmp_path)
         "Generated by `python benchmarks/results.py --x` from the run directories "
         "`runs/fixed-small`, `runs/fresh-small`."
     )
-    assert "seeds [0, 1]; pruning at density 0.3 (PUN also at [0.5] in fixed-small)." in text
-    assert (
-        f"- **fixed-small**: PUN is better than dense in distribution ({EXACT} dB) and better "
-        f"than dense out of distribution ({EXACT} dB); against `pun-shuffled` it is "
-        "+0.50 [+0.50, +0.50] dB ID and -0.50 [-0.50, -0.50] dB OOD; against `random` it is +0.00"
-    ) in text
-    assert "- **fresh-small**: PUN is not distinguishable from dense in distribution" in text
+    assert "pruning at density 0.3 (PUN also at [0.5] in fixed-small)." in text
+    assert "tested at its best-validation checkpoint (`NAME`) and at its final step" in text
+    assert lines[lines.index("## Verdict") + 4] == verdict_table(regimes)[0]
+    assert overfitting_lines(regimes)[0] in lines
+    assert regime_settings(regimes)[2] in lines
+    assert "Per-network costs are in each regime's cost table below." in lines
     zero = "+0.00 [+0.00, +0.00]"
     assert (
         f"- **fixed-small without BatchNorm**: PUN is better than dense in distribution ({EXACT} "
@@ -336,8 +485,9 @@ def test_document_states_the_answer_and_orders_its_sections(synthetic, tmp_path)
         f"{zero} dB ID and {zero} dB OOD."
     ) in lines
     order = [
-        "## Answer",
+        "## Verdict",
         "## Discussion",
+        "## Setting",
         "## Regime map: difference to dense",
         "## Only the shifts harder than `id`",
         "## Seed by seed",
@@ -359,7 +509,7 @@ def test_document_without_ablation_or_discussion(synthetic):
     regimes, _ = synthetic
     text = results_document({"fresh-small": regimes["fresh-small"]}, "cmd")
     assert "## Discussion" not in text and "without BatchNorm" not in text
-    assert "## PUN at other densities" not in text and "(PUN also at [0.5] in none)" in text
+    assert "## PUN at other densities" not in text and "pruning at density 0.3." in text
     assert f"`{regimes['fresh-small'].run_dir}`" in text  # absolute without a root
     with pytest.raises(ValueError, match="at least one"):
         results_document({}, "cmd")
@@ -390,18 +540,28 @@ def test_regime_run_load_reads_metrics_and_slices(tmp_path):
 def test_document_from_real_runs(tmp_path):
     suites = "evaluate.suites=[{name: id}, {name: acc8, physics: {acceleration: 8}}]"
     common = [*TINY, "prune.density=0.3", "prune.pun.steps=4", "seeds=[0,1]", suites]
-    main = ["methods=[dense,pun,random]", "prune.check_batches=1", "prune.check_shuffles=1"]
-    main += ["evaluate.baselines=[zero-filled]"]
+    main = ["methods=[dense,dense-narrow,pun,pun-shuffled]", "prune.check_batches=1"]
+    main += ["prune.check_shuffles=1", "evaluate.baselines=[zero-filled]"]
+    main += ["method_seeds={dense: [0,1,2], pun: [0,1,2]}", "evaluate.checkpoints=[best,final]"]
     runs = {"fresh-small": tmp_path / "fresh-small", "nobn": tmp_path / "fresh-small-nobn"}
     metrics = run(load_config(None, [*common, *main]), runs["fresh-small"], progress=False)
     run(load_config(None, [*common, *NO_BATCHNORM]), runs["nobn"], progress=False)
     regimes = {"fresh-small": RegimeRun.load(runs["fresh-small"], metrics)}
     ablation = {"fresh-small": RegimeRun.load(runs["nobn"])}
-    doc = write_results_doc(regimes, tmp_path / "RESULTS.md", "cmd", ablation=ablation)
+    cost = {"wall_s": 5.4 * 3600, "jobs": 2, "machine": "a test machine"}
+    doc = write_results_doc(regimes, tmp_path / "RESULTS.md", "cmd", ablation=ablation, cost=cost)
     text = doc.read_text()
     pun = metrics["summary"]["pun"]["ood_delta_psnr"]
     assert f"{pun['mean']:+.2f} [{pun['ci_low']:+.2f}, {pun['ci_high']:+.2f}]" in text
-    assert "| fresh-small | 1 |" in text  # a row per seed
+    assert metrics["summary"]["pun"]["id_delta_psnr_seeds"]["seeds"] == [0, 1, 2]
+    records = regimes["fresh-small"].records
+    shuffled = paired_summary(records, "pun", "pun-shuffled", seed=1234)
+    assert shuffled["id_delta_psnr_seeds"]["seeds"] == [0, 1]  # the seeds both trained
+    row = _row(verdict_table(regimes), "| fresh-small |")
+    assert row in text and row.count(" [") == 6  # every reference at both seeds' networks
+    assert "At the final-step checkpoints `pun~final` - `dense~final` is " in text
+    assert "Cost: the whole results run took 5.4 h of wall time with 2 training processes" in text
+    assert "| fresh-small | 2 |" in text  # a row per seed
     assert "- **fresh-small without BatchNorm**: PUN is" in text
     assert "![fresh-small training.png](figures/results/fresh-small_training.png)" in text
     assert (tmp_path / "figures" / "results" / "fresh-small_training.png").is_file()

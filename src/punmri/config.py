@@ -301,10 +301,21 @@ class EvalConfig:
     suites: tuple[SuiteConfig, ...] = _f(
         (SuiteConfig(),), "test suites; the first must be 'id' (see configs/ for shift suites)"
     )
+    checkpoints: tuple[Literal["best", "final"], ...] = _f(
+        ("best",),
+        "checkpoints of every trained network to test: 'best' (best validation PSNR, reported "
+        "as NAME) and 'final' (the last training step, train/last.pt, reported as NAME~final)",
+    )
 
     def __post_init__(self) -> None:
         _require(
             self.cg_tol >= 0, "evaluate.cg_tol", "a tolerance >= 0 (0: fixed count)", self.cg_tol
+        )
+        _require(
+            "best" in self.checkpoints and len(set(self.checkpoints)) == len(self.checkpoints),
+            "evaluate.checkpoints",
+            "'best' (the reference of every paired difference), optionally with 'final', each once",
+            list(self.checkpoints),
         )
 
 
@@ -520,12 +531,59 @@ class RunConfig:
     name: str = _f("run", "run name (used in the report)")
     seeds: tuple[int, ...] = _f((0,), "seeds; each sets initialisation, data order, mask search")
     methods: tuple[str, ...] = _f(("dense",), "methods to train: dense and pruning methods")
+    method_seeds: dict[str, tuple[int, ...]] = _f(
+        None,
+        "seeds of particular methods, e.g. {dense: [0,1,2,3,4]}; the methods not named train "
+        "the seeds of 'seeds'. With dense trained, every method's seeds must be dense's too "
+        "(the paired differences to dense pair seed s with seed s)",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self) -> None:
+        seeds = {}
+        for method, values in (self.method_seeds or {}).items():
+            where = f"method_seeds.{method}"
+            _require(
+                method in self.methods,
+                "method_seeds",
+                f"only methods the run trains ({', '.join(self.methods)})",
+                method,
+            )
+            values = _convert(values, tuple[int, ...], where)
+            _require(
+                len(values) > 0 and len(set(values)) == len(values),
+                where,
+                "a non-empty list of distinct seeds",
+                list(values),
+            )
+            seeds[method] = values
+        object.__setattr__(self, "method_seeds", seeds)
+        if "dense" in self.methods:
+            dense = set(self.seeds_of("dense"))
+            for method in self.methods:
+                extra = [s for s in self.seeds_of(method) if s not in dense]
+                _require(
+                    not extra,
+                    f"method_seeds.{method}" if method in seeds else "seeds",
+                    f"seeds dense trains too (dense: {sorted(dense)}; every paired difference "
+                    f"to dense needs dense at the method's seeds), but {method} has {extra}",
+                    list(self.seeds_of(method)),
+                )
+
+    def seeds_of(self, method: str) -> tuple[int, ...]:
+        """The seeds ``method`` trains: its ``method_seeds`` entry, else ``seeds``."""
+        return self.method_seeds.get(method, self.seeds)
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed some method trains, in order of first appearance (``seeds`` first)."""
+        every = [*self.seeds, *(s for m in self.methods for s in self.seeds_of(m))]
+        return tuple(dict.fromkeys(every))
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

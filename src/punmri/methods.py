@@ -531,9 +531,10 @@ def narrow_width(cfg: RunConfig, density: float) -> dict[str, Any]:
     The target is what the pruned networks keep, ``round(density * N)`` of the dense network's
     ``N`` prunable weights; the width is the integer ``model.channels`` in ``[1, channels]`` whose
     (all kept) prunable weights are *nearest* the target, ties to the narrower. Nearest rather than
-    the widest from below: the count grows about quadratically with the width, so one width step
-    can be a large fraction of a small target (on the demo ResNet at 5%: 1,188 or 1,575 weights
-    for a target of 1,440), and the nearest keeps the mismatch smallest whichever way it falls;
+    the widest from below (DIDN widths are multiples of 4): the count grows about quadratically
+    with the width, so one width step can be a large fraction of a small target (on the demo
+    ResNet at 5%: 1,188 or 1,575 weights for a target of 1,440), and the nearest keeps the
+    mismatch smallest whichever way it falls;
     ``prunable`` and ``target`` record it. Biases and normalisation parameters, which pruning
     keeps whole, are not counted in either (``parameters`` counts everything).
 
@@ -547,7 +548,8 @@ def narrow_width(cfg: RunConfig, density: float) -> dict[str, Any]:
     dense_total = prunable_count(cfg.model, cfg.prune)
     target = kept_count(dense_total, density)
     best, best_count = full, dense_total
-    for width in range(1, full + 1):
+    step = 4 if cfg.model.denoiser == "didn" else 1  # DIDN's PixelShuffle needs multiples of 4
+    for width in range(step, full + 1, step):
         count = prunable_count(dataclasses.replace(cfg.model, channels=width), cfg.prune)
         if abs(count - target) < abs(best_count - target) or (
             abs(count - target) == abs(best_count - target) and width < best

@@ -4,6 +4,8 @@ Run directory layout::
 
     RUN/config.yaml                 resolved configuration (a different config is refused)
     RUN/models/NAME/seedS/train/    checkpoints, metrics.jsonl, done.json of each trained model
+                                    (tested at best.pt as NAME; with evaluate.checkpoints
+                                    [best, final] also at last.pt as NAME~final)
     RUN/eval/cs_lambda.json         CS-L1 weight tuned on validation slices
     RUN/eval/slices.csv             per-slice metrics of every method on every suite
     RUN/metrics.json                aggregate metrics (schema in docs/OUTPUTS.md)
@@ -17,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import yaml
+from torch import nn
 
 from . import __version__
 from .config import RunConfig, load_config, to_dict
@@ -37,6 +40,7 @@ from .data.measured import (
 )
 from .errors import InputError
 from .evaluate.baselines import tune_cs_lambda
+from .evaluate.checkpoints import CHECKPOINT_FILES, checkpoint_name
 from .evaluate.runner import ReconFn, baseline_recon, evaluate_methods, model_recon
 from .evaluate.shared import evaluate_shared
 from .evaluate.shifts import build_measured_suites, build_suites
@@ -64,7 +68,8 @@ EVALUATION_MARKER = "eval/done.json"
 
 
 def model_specs(cfg: RunConfig) -> list[ModelSpec]:
-    """Every (method, density, seed) network the config asks for, in config order.
+    """Every (method, density, seed) network the config asks for, in config order; a method
+    trains the seeds of its ``method_seeds`` entry, else ``seeds`` (:meth:`RunConfig.seeds_of`).
 
     ``dense`` has no density; every other method, ``dense-narrow`` included (its width matches the
     kept weights at its density), is trained at ``prune.density`` and at ``prune.densities`` when
@@ -92,7 +97,7 @@ def model_specs(cfg: RunConfig) -> list[ModelSpec]:
         swept = not cfg.prune.sweep_methods or method in cfg.prune.sweep_methods
         densities = [None] if method == "dense" else sweep if swept else [headline]
         for density in densities:
-            specs += [ModelSpec(method, seed, density, headline) for seed in cfg.seeds]
+            specs += [ModelSpec(method, seed, density, headline) for seed in cfg.seeds_of(method)]
     return specs
 
 
@@ -154,12 +159,16 @@ def cs_lambda(cfg: RunConfig, data: RunData, run_dir: Path) -> float:
 
 
 def seed_method_name(name: str, seed: int, seeds: Sequence[int]) -> str:
-    """Per-seed method key used in slice records (plain name when there is one seed)."""
+    """Per-seed method key used in slice records (plain name when the run has one seed: pass
+    :attr:`RunConfig.all_seeds` as ``seeds``)."""
     return name if len(seeds) == 1 else f"{name}#s{seed}"
 
 
-def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel:
-    """A finished model of a run directory (refuses unfinished training)."""
+def load_trained(
+    cfg: RunConfig, spec: ModelSpec, run_dir: Path, checkpoint: str = "best"
+) -> TrainedModel:
+    """A finished model of a run directory (refuses unfinished training), with the weights of
+    ``checkpoint`` (``best``: best validation PSNR; ``final``: the last training step)."""
     directory = spec.directory(run_dir)
     if not (directory / "costs.json").is_file():
         raise InputError(
@@ -170,7 +179,7 @@ def load_trained(cfg: RunConfig, spec: ModelSpec, run_dir: Path) -> TrainedModel
     masks = Masks.load(directory / "mask.pt") if (directory / "mask.pt").is_file() else None
     if masks is not None:
         apply(model, masks)
-    load_weights(model, directory / "train", "best")
+    load_weights(model, directory / "train", CHECKPOINT_FILES[checkpoint])
     result = TrainResult(**json.loads((directory / "train" / "done.json").read_text()))
     costs = json.loads((directory / "costs.json").read_text())
     return TrainedModel(spec, model.eval(), result, costs, masks)
@@ -183,18 +192,43 @@ def train_all(
     return [train_spec(cfg, spec, data, run_dir, progress) for spec in model_specs(cfg)]
 
 
+def other_checkpoints(
+    cfg: RunConfig,
+    models_dir: Path,
+    specs: Sequence[ModelSpec],
+    checkpoints: Sequence[str] | None = None,
+) -> dict[str, nn.Module]:
+    """Every network of ``specs`` (trained in ``models_dir``) at each checkpoint of
+    ``checkpoints`` (default ``evaluate.checkpoints``) other than ``best``, keyed by the name
+    its slice records carry (``dense~final#s0``; :mod:`punmri.evaluate.checkpoints`)."""
+    out: dict[str, nn.Module] = {}
+    for checkpoint in checkpoints or cfg.evaluate.checkpoints:
+        if checkpoint == "best":
+            continue
+        for spec in specs:
+            name = checkpoint_name(spec.name, checkpoint)
+            key = seed_method_name(name, spec.seed, cfg.all_seeds)
+            out[key] = load_trained(cfg, spec, models_dir, checkpoint).model
+    return out
+
+
 def _recons(
-    cfg: RunConfig, out_dir: Path, data: RunData, trained: Sequence[TrainedModel]
+    cfg: RunConfig,
+    out_dir: Path,
+    data: RunData,
+    trained: Sequence[TrainedModel],
+    others: Mapping[str, nn.Module] | None = None,
 ) -> dict[str, ReconFn]:
-    """Reconstruction functions of the baselines and every trained model (per seed)."""
+    """Reconstruction functions of the baselines, every trained model (per seed) and the
+    ``others`` (:func:`other_checkpoints`)."""
     device = resolve_device(cfg.train.device)  # checked: no silent fallback to the CPU
     recons: dict[str, ReconFn] = {}
     for name in cfg.evaluate.baselines:
         lam = on_main(lambda: cs_lambda(cfg, data, out_dir)) if name == "cs-l1" else 0.0
         recons[name] = baseline_recon(name, lam, cfg.evaluate.cs_iterations)
-    for tm in trained:
-        key = seed_method_name(tm.spec.name, tm.spec.seed, cfg.seeds)
-        recons[key] = model_recon(tm.model, device, cfg.evaluate.cg_tol, cfg.train.precision)
+    models = {seed_method_name(t.spec.name, t.spec.seed, cfg.all_seeds): t.model for t in trained}
+    for key, model in {**models, **(others or {})}.items():
+        recons[key] = model_recon(model, device, cfg.evaluate.cg_tol, cfg.train.precision)
     return recons
 
 
@@ -205,17 +239,20 @@ def evaluation_fingerprint(
     sources: Sequence[str] = (),
     reused: Sequence[Path] = (),
 ) -> str | None:
-    """Digest of everything evaluation depends on: the config (less name, device and threads),
-    every network's weights, mask, training record and costs (from ``models_dir``), the test
-    sources outside the run (size and modification time) and the record files it ``reused``;
-    ``None`` while a network is unfinished."""
+    """Digest of everything evaluation depends on: the config (less name, device and threads;
+    ``evaluate.checkpoints`` included), every network's weights (``best.pt``, and ``last.pt``
+    when the final checkpoints are tested), mask, training record and costs (from
+    ``models_dir``), the test sources outside the run (size and modification time) and the
+    record files it ``reused``; ``None`` while a network is unfinished."""
     files: list[Path] = [p for p in reused if p.is_file()]
     for spec in specs:
         directory = spec.directory(models_dir)
         if not (directory / "costs.json").is_file():
             return None
         files += [directory / "costs.json", directory / "train" / "done.json"]
-        files += [directory / "train" / "best.pt"]
+        files += [
+            directory / "train" / f"{CHECKPOINT_FILES[c]}.pt" for c in cfg.evaluate.checkpoints
+        ]
         files += [directory / "mask.pt"] if (directory / "mask.pt").is_file() else []
     settings = {
         "config": without(to_dict(cfg), EVALUATION_IRRELEVANT_KEYS),
@@ -243,12 +280,14 @@ def evaluate_and_report(
     started: float | None = None,
     digest: str | None = None,
     cached: tuple[Sequence[SliceRecord], Sequence[SliceRecord]] = ((), ()),
+    others: Mapping[str, nn.Module] | None = None,
 ) -> dict:
     """Score baselines and trained models on every suite; write slices.csv, metrics.json and the
     report into ``out_dir``; return the metrics.
 
     ``cached`` holds slice and volume records already computed (by the trained run, for
-    ``punmri eval``): their suites are not evaluated again.
+    ``punmri eval``): their suites are not evaluated again. ``others`` are the networks at the
+    checkpoints of ``evaluate.checkpoints`` other than ``best`` (:func:`other_checkpoints`).
 
     With ``digest`` (:func:`evaluation_fingerprint`) the stage is skipped when ``out_dir`` holds
     an evaluation of the same inputs, and marked done after writing. ``wall_s`` in metrics.json
@@ -261,7 +300,7 @@ def evaluate_and_report(
     done = on_main(lambda: finished_evaluation(out_dir, digest))
     if done is not None:
         return done
-    recons = _recons(cfg, out_dir, data, trained)
+    recons = _recons(cfg, out_dir, data, trained, others)
     reused = {r.suite for r in cached[0]}
     todo = [s for s in data.suites if s.name not in reused]
     records, images, volumes = evaluate_shared(
@@ -357,7 +396,10 @@ def run(
     if train_only:
         return {"trained": [asdict(t.spec) for t in trained]}
     digest = on_main(lambda: evaluation_fingerprint(cfg, run_dir, specs))
-    return evaluate_and_report(cfg, run_dir, data, trained, progress, started=t0, digest=digest)
+    others = other_checkpoints(cfg, run_dir, specs)
+    return evaluate_and_report(
+        cfg, run_dir, data, trained, progress, started=t0, digest=digest, others=others
+    )
 
 
 def select_models(specs: Sequence[ModelSpec], only: Sequence[str]) -> list[ModelSpec]:
@@ -411,9 +453,11 @@ def report_run(run_dir: str | Path, progress: bool = True) -> dict:
         raise InputError(f"{run_dir} has no eval/slices.csv; finish it with `punmri run` first")
     data = load_run_data(cfg)
     trained = [load_trained(cfg, spec, run_dir) for spec in model_specs(cfg)]
+    others = other_checkpoints(cfg, run_dir, model_specs(cfg))
     k = cfg.evaluate.figure_slices
     heads = [dataclasses.replace(s, samples=s.samples[:k]) for s in data.suites]
-    _, images, _ = evaluate_methods(_recons(cfg, run_dir, data, trained), heads, progress, k)
+    recons = _recons(cfg, run_dir, data, trained, others)
+    _, images, _ = evaluate_methods(recons, heads, progress, k)
     metrics = summarize(read_slice_csv(csv), trained, cfg, data.suites)
     if (run_dir / "eval" / "volumes.csv").is_file():
         metrics["volumes"] = aggregate(read_slice_csv(run_dir / "eval" / "volumes.csv"))["methods"]
@@ -462,7 +506,15 @@ def evaluate_run(
     trained = [load_trained(train_cfg, spec, run_dir) for spec in specs]
     slices, volumes = [read_slice_csv(p) if p.is_file() else [] for p in reusable] or [[], []]
     return evaluate_and_report(
-        cfg, out_dir, data, trained, progress, started=t0, digest=digest, cached=(slices, volumes)
+        cfg,
+        out_dir,
+        data,
+        trained,
+        progress,
+        started=t0,
+        digest=digest,
+        cached=(slices, volumes),
+        others=other_checkpoints(train_cfg, run_dir, specs, cfg.evaluate.checkpoints),
     )
 
 

@@ -50,6 +50,7 @@ SELECTION_KEYS = (
     ("name",),
     ("methods",),
     ("seeds",),
+    ("method_seeds",),
     ("prune", "densities"),
     ("prune", "sweep_methods"),
     ("train", "device"),

@@ -54,7 +54,7 @@ def summarize(
         entry = methods.setdefault(tm.spec.name, {"suites": {}})
         costs = entry.setdefault("costs", {})
         for key, value in tm.costs.items():
-            costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds)
+            costs[key] = costs.get(key, 0.0) + value / len(cfg.seeds_of(tm.spec.method))
         entry.setdefault("seeds", []).append(tm.spec.seed)
         entry.setdefault("best_step", []).append(tm.result.best_step)
         training = entry.setdefault("training", {})

@@ -2,28 +2,38 @@
 
 Every function takes the study's runs as ``{label: RegimeRun}`` (label = the regime name shown in
 the document, in the order the document lists them) and returns Markdown lines; differences are
-shown as ``mean [ci_low, ci_high]`` in dB (:func:`~punmri.report.markdown.fmt_ci`).
+shown as ``mean [ci_low, ci_high]`` in dB (:func:`~punmri.report.markdown.fmt_ci`). Networks
+tested at their final training step (``NAME~final``) appear in the regime map and the verdict's
+over-fitting lines; the other tables show the best-validation checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
+from ..evaluate.checkpoints import checkpoint_name, split_checkpoint
 from .markdown import fmt_ci
 from .regimes import (
     BASELINES,
     CONTROLS,
+    OVERFIT_DB,
+    VERDICT_REFERENCES,
     RegimeRun,
     Summary,
     harder_suites,
     max_val_drop,
+    overfitting,
     paired_summary,
     psnr_by_network,
     significance,
     without_batchnorm,
 )
+
+#: A verdict cell's word for the sign of its CI (:func:`~punmri.report.regimes.significance`).
+WORDS = {1: "better", -1: "worse", 0: "level"}
 
 
 def _header(first: list[str], columns: list[str]) -> list[str]:
@@ -44,12 +54,136 @@ def _mean_psnr(values: dict[str, list[float]]) -> str:
     return f"{np.nanmean(values['id']):.2f} / {np.nanmean(values['ood']):.2f}"
 
 
+def _present(regimes: Mapping[str, RegimeRun], candidates: Iterable[str]) -> list[str]:
+    """The ``candidates`` (in their order) that some regime compares with dense."""
+    have = {m for run in regimes.values() for m in run.summary}
+    return [m for m in candidates if m in have]
+
+
+def _verdict_cell(line: Summary | None, key: str) -> str:
+    """``+m [lo, hi] better`` (or ``worse`` / ``level``) of one entry of a summary line."""
+    if line is None:
+        return "-"
+    return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}"
+
+
+def verdict_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
+    """Table: a row per regime, ID and OOD columns per reference of
+    :data:`~punmri.report.regimes.VERDICT_REFERENCES`: PUN minus it at the best-validation
+    checkpoints (over the seeds both trained), and whether PUN beats all of them in both."""
+    columns = [f"pun - {r}: {part}" for r in VERDICT_REFERENCES for part in ("ID", "OOD")]
+    lines = _header(["regime"], [*columns, "PUN beats all three, ID and OOD?"])
+    for label, run in regimes.items():
+        cells, signs = [], []
+        for ref in VERDICT_REFERENCES:
+            line = paired_summary(run.records, "pun", ref, run.test_seed)
+            for key in ("id_delta_psnr", "ood_delta_psnr"):
+                cells.append(_verdict_cell(line, key))
+                signs.append(None if line is None else significance(line[key]))
+        tested = [s for s in signs if s is not None]
+        missing = [r for r, s in zip(VERDICT_REFERENCES, signs[::2], strict=True) if s is None]
+        answer = "yes" if tested and tested.count(1) == len(tested) else "no"
+        if missing and answer == "yes":
+            answer = "yes, where tested"
+        answer += f": better in {tested.count(1)} of {len(tested)}, worse in {tested.count(-1)}"
+        if missing:
+            answer += f" (no {', '.join(missing)})"
+        lines.append(f"| {label} | " + " | ".join([*cells, answer]) + " |")
+    return lines
+
+
+def overfitting_lines(regimes: Mapping[str, RegimeRun]) -> list[str]:
+    """A bullet per regime with dense: whether dense over-fits (its final-step validation PSNR
+    below its best, :func:`~punmri.report.regimes.overfitting`), what its final-step checkpoint
+    loses on the test slices, and PUN minus dense at the final-step checkpoints."""
+    out = []
+    for label, run in regimes.items():
+        fit = overfitting(run)
+        if fit is None:
+            continue
+        verb = "over-fits" if fit.overfits else "does not over-fit"
+        text = (
+            f"- **{label}**: dense {verb}: its validation PSNR at the final step is "
+            f"{fit.mean_drop:.2f} dB below its best (mean over {len(fit.seeds)} seeds; "
+            f"{fit.n_over} of {len(fit.seeds)} more than {OVERFIT_DB:g} dB below; largest fall "
+            f"between consecutive checks {max(fit.falls):.2f} dB)."
+        )
+        if fit.final is None:
+            out.append(text + " Final-step checkpoints were not tested (`evaluate.checkpoints`).")
+            continue
+        final = paired_summary(
+            run.records,
+            checkpoint_name("pun", "final"),
+            checkpoint_name("dense", "final"),
+            run.test_seed,
+        )
+        text += (
+            f" On the test slices `dense~final` - `dense` is {fmt_ci(fit.final['id_delta_psnr'])} "
+            f"dB ID and {fmt_ci(fit.final['ood_delta_psnr'])} dB OOD."
+        )
+        if final is not None:
+            idd, ood = final["id_delta_psnr"], final["ood_delta_psnr"]
+            text += (
+                f" At the final-step checkpoints `pun~final` - `dense~final` is {fmt_ci(idd)} dB "
+                f"ID ({WORDS[significance(idd)]}) and {fmt_ci(ood)} dB OOD "
+                f"({WORDS[significance(ood)]})."
+            )
+        out.append(text)
+    return out
+
+
+def _networks(cfg: Mapping[str, Any]) -> str:
+    """The methods of a run's config grouped by their number of seeds (``5 seeds: dense,
+    pun; 3 seeds: ...``)."""
+    seeds = cfg.get("method_seeds") or {}
+    groups: dict[int, list[str]] = {}
+    for method in cfg["methods"]:
+        groups.setdefault(len(seeds.get(method) or cfg["seeds"]), []).append(method)
+    return "; ".join(f"{n} seeds: {', '.join(m)}" for n, m in sorted(groups.items(), reverse=True))
+
+
+def _norm(model: Mapping[str, Any]) -> str:
+    """The denoiser's normalisation in a saved model config (older configs: ``batchnorm``)."""
+    return model.get("norm") or ("batch" if model.get("batchnorm", True) else "none")
+
+
+def regime_settings(regimes: Mapping[str, RegimeRun]) -> list[str]:
+    """Table: a row per regime with what its run's config sets: simulation, training slices,
+    augmentation, steps, early stopping, denoiser and the networks with their seed counts."""
+    lines = _header(
+        ["regime"],
+        [
+            "physics",
+            "training slices",
+            "augmentation",
+            "steps",
+            "early stopping",
+            "denoiser",
+            "networks",
+        ],
+    )
+    for label, run in regimes.items():
+        cfg = run.config
+        d, t, m = cfg["data"], cfg["train"], cfg["model"]
+        cells = [
+            "fresh" if cfg["physics"]["fresh"] else "fixed",
+            str(d.get("max_train_slices") or "all"),
+            "yes" if t.get("augment", True) else "no",
+            str(t["steps"]),
+            f"patience {t['patience']}" if t.get("patience") else "none",
+            f"{m['denoiser']} {m['channels']}x{m['depth']}, norm {_norm(m)}",
+            _networks(cfg),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def regime_map(regimes: Mapping[str, RegimeRun]) -> list[str]:
-    """Table: a row per method (baselines last), a column per regime: ID / mean OOD PSNR
-    difference to dense."""
+    """Table: a row per method (best-validation checkpoints first, then the final-step ones,
+    baselines last), a column per regime: ID / mean OOD PSNR difference to dense."""
     methods = sorted(
         {m for run in regimes.values() for m in run.summary},
-        key=lambda m: (m in BASELINES, m),
+        key=lambda m: (m in BASELINES, split_checkpoint(m)[1] != "best", m),
     )
     lines = _header(["method"], [f"{r}: ID / OOD ΔPSNR (dB)" for r in regimes])
     for m in methods:
@@ -61,8 +195,7 @@ def regime_map(regimes: Mapping[str, RegimeRun]) -> list[str]:
 def seed_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
     """Table: a row per regime and seed, a column per network (dense, PUN and its controls): ID /
     mean OOD PSNR of that seed (the seed-to-seed spread the slice bootstrap does not show)."""
-    first = next(iter(regimes.values()))
-    methods = ["dense", *(m for m in ("pun", *CONTROLS) if m in first.summary)]
+    methods = ["dense", *_present(regimes, ("pun", *CONTROLS))]
     lines = _header(["regime", "seed"], methods)
     for label, run in regimes.items():
         per = psnr_by_network(run.records)
@@ -78,8 +211,7 @@ def hard_shift_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
     """Table: a row per regime, a column per pruning method: the mean PSNR difference to dense
     over the shifts harder than ``id`` only (:func:`harder_suites`; an easier shift is no
     evidence of robustness)."""
-    first = next(iter(regimes.values()))
-    methods = [m for m in ("pun", *CONTROLS, "snip", "imp") if m in first.summary]
+    methods = _present(regimes, ("pun", "pun-uniform", *CONTROLS, "snip", "imp"))
     lines = _header(["regime", "harder shifts"], methods)
     for label, run in regimes.items():
         hard = harder_suites(run.metrics)
@@ -150,9 +282,9 @@ def density_table(regimes: Mapping[str, RegimeRun], method: str = "pun") -> list
 
 def suite_table(run: RegimeRun) -> list[str]:
     """Table of one regime: a row per suite with its shift, its difficulty (zero-filled and dense
-    PSNR) and each method's paired PSNR difference to dense."""
+    PSNR) and each method's paired PSNR difference to dense (best-validation checkpoints)."""
     metrics = run.metrics
-    methods = [m for m in run.summary if m not in BASELINES]
+    methods = [m for m in run.summary if m not in BASELINES and split_checkpoint(m)[1] == "best"]
     lines = _header(["suite", "shift", "zero-filled", "dense"], methods)
     for suite, info in metrics.get("suites", {}).items():
         cells = [
@@ -249,13 +381,17 @@ def batchnorm_tables(
 __all__ = [
     "BATCHNORM_NETWORKS",
     "BATCHNORM_PAIRS",
+    "WORDS",
     "batchnorm_tables",
     "control_table",
     "density_table",
     "hard_shift_table",
+    "overfitting_lines",
     "quality_table",
     "regime_map",
+    "regime_settings",
     "seed_table",
     "suite_table",
     "verdict",
+    "verdict_table",
 ]

@@ -2,15 +2,20 @@
 
 A *regime* is one ``punmri run`` of ``configs/results.yaml`` with the overrides of
 :data:`REGIMES`: the simulation drawn once per training slice (``fixed``) or for every sample
-(``fresh``), on the whole training slab (``full``) or on :data:`SMALL_SLICES` slices (``small``).
-The batch-normalisation ablation trains :data:`NO_BATCHNORM_METHODS` again with the overrides
-:data:`NO_BATCHNORM` (run directories ``REGIME-nobn``).
+(``fresh``), on the whole training slab (``full``), on :data:`SMALL_SLICES` slices (``small``)
+or on :data:`TINY_SLICES` slices without augmentation trained :data:`LONG_STEPS` steps
+(``tiny-long``, where dense MoDL can over-fit); ``-didn`` trains the DIDN denoiser
+(:data:`DIDN`). The batch-normalisation ablation of the earlier BatchNorm grid trains
+:data:`NO_BATCHNORM_METHODS` again with the overrides :data:`NO_BATCHNORM` (run directories
+``REGIME-nobn``).
 
 A finished run is read once into a :class:`RegimeRun` (metrics and per-slice records); the
 functions here derive from it the numbers the document's tables show: paired differences between
-two methods with bootstrap CIs (:func:`paired_summary`), the PSNR of every network
-(:func:`psnr_by_network`), the shifts harder than ``id`` (:func:`harder_suites`), PUN against its
-controls (:func:`pun_contrasts`) and training instability (:func:`max_val_drop`).
+two methods with bootstrap CIs over the seeds both trained (:func:`paired_summary`), the PSNR of
+every network (:func:`psnr_by_network`), the shifts harder than ``id`` (:func:`harder_suites`),
+PUN against its controls (:func:`pun_contrasts`), training instability (:func:`max_val_drop`)
+and over-fitting (:func:`overfitting`). Networks tested at their final training step carry
+``NAME~final`` (:mod:`punmri.evaluate.checkpoints`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..evaluate.checkpoints import checkpoint_name
 from ..evaluate.statistics import split_seed, suite_statistics, summary_line
 from ..evaluate.tables import SliceRecord, read_slice_csv
 from ..specs import ModelSpec
@@ -31,13 +37,45 @@ from ..specs import ModelSpec
 #: Training slices of the ``small`` regimes (evenly spaced over the training slab).
 SMALL_SLICES = 8
 
+#: Training slices of the ``tiny`` regime: few enough, with fixed physics and no augmentation,
+#: for dense MoDL to over-fit them.
+TINY_SLICES = 4
+
+#: Training steps (no early stopping) of the ``long`` regime: twice results.yaml's 800 (three
+#: times did not fit the grid's six hours on 2 cores; configs/results.yaml gives the estimate).
+LONG_STEPS = 1600
+
+#: Overrides of the DIDN regime: a small DIDN (two down-up blocks of 16 channels; DIDN takes
+#: only norm none), and the networks of the verdict that it can train: dense, PUN and its
+#: layer-count control (``dense-narrow`` has no DIDN width of PUN's kept weights: the narrowest
+#: DIDN, 4 channels, keeps about twice as many).
+DIDN: tuple[str, ...] = (
+    "model.denoiser=didn",
+    "model.channels=16",
+    "model.depth=2",
+    "model.norm=none",
+    "methods=[dense,pun,pun-shuffled]",
+)
+
 #: Regime name -> config overrides of its run.
 REGIMES: dict[str, tuple[str, ...]] = {
+    "fixed-tiny-long": (
+        "physics.fresh=false",
+        f"data.max_train_slices={TINY_SLICES}",
+        "train.augment=false",
+        f"train.steps={LONG_STEPS}",
+        "train.patience=0",
+    ),
     "fixed-small": ("physics.fresh=false", f"data.max_train_slices={SMALL_SLICES}"),
     "fresh-small": ("physics.fresh=true", f"data.max_train_slices={SMALL_SLICES}"),
     "fixed-full": ("physics.fresh=false", "data.max_train_slices=0"),
     "fresh-full": ("physics.fresh=true", "data.max_train_slices=0"),
+    "fresh-full-didn": ("physics.fresh=true", "data.max_train_slices=0", *DIDN),
 }
+
+#: The regimes of the current grid (docs/RESULTS.md), in the document's order: one where dense
+#: can over-fit, one where it should not, and the second with the DIDN denoiser.
+GRID: tuple[str, ...] = ("fixed-tiny-long", "fresh-full", "fresh-full-didn")
 
 #: The methods of the batch-normalisation ablation: dense, PUN and its random control.
 NO_BATCHNORM_METHODS: tuple[str, ...] = ("dense", "pun", "random")
@@ -51,8 +89,16 @@ NO_BATCHNORM: tuple[str, ...] = (
     "evaluate.baselines=[zero-filled]",
 )
 
-#: PUN's controls: its mask shuffled within each layer, and a uniform per-layer random mask.
-CONTROLS: tuple[str, ...] = ("pun-shuffled", "random")
+#: PUN's controls: a dense network as narrow as PUN's kept weights, PUN's mask shuffled within
+#: each layer (its layer-count control), and a uniform per-layer random mask.
+CONTROLS: tuple[str, ...] = ("dense-narrow", "pun-shuffled", "random")
+
+#: What the verdict compares PUN with: dense, and the controls of the same size and layer counts.
+VERDICT_REFERENCES: tuple[str, ...] = ("dense", "dense-narrow", "pun-shuffled")
+
+#: Dense over-fits in a regime when, averaged over its seeds, its validation PSNR at the final
+#: training step is more than this many dB below its best.
+OVERFIT_DB = 0.2
 
 #: The classical baselines (no training).
 BASELINES: tuple[str, ...] = ("zero-filled", "cs-l1")
@@ -103,6 +149,12 @@ class RegimeRun:
         """Per method, the ID / OOD differences to dense (empty without dense)."""
         return self.metrics.get("summary", {})
 
+    def seeds(self, method: str) -> tuple[int, ...]:
+        """The seeds the run trained ``method`` at (its ``method_seeds`` entry, else
+        ``seeds``)."""
+        cfg = self.config
+        return tuple((cfg.get("method_seeds") or {}).get(method) or cfg["seeds"])
+
     def history(self, method: str, seed: int) -> list[dict[str, Any]]:
         """The training history (``TrainResult.history``) of the network ``method`` (a plain
         method name, e.g. ``pun``), seed ``seed``."""
@@ -120,6 +172,31 @@ def significance(entry: Mapping[str, float] | None) -> int:
     return 1 if entry["ci_low"] > 0 else -1 if entry["ci_high"] < 0 else 0
 
 
+def shared_seeds(
+    records: Sequence[SliceRecord], method: str, reference: str
+) -> list[SliceRecord] | None:
+    """``records`` without the per-seed records (``NAME#sS``) of ``method`` and ``reference`` at
+    seeds only one of the two has (e.g. PUN at 5 seeds, ``pun-shuffled`` at 3: seeds 0-2 are
+    paired); None when they share no seed. Plain-named records (one network, e.g. a baseline)
+    are kept: they pair with every seed."""
+    seeds: dict[str, set[int | None]] = {method: set(), reference: set()}
+    for r in records:
+        name, seed = split_seed(r.method)
+        if name in seeds:
+            seeds[name].add(seed)
+    if None in seeds[method] or None in seeds[reference]:
+        return list(records)
+    common = seeds[method] & seeds[reference]
+    if not common:
+        return None
+    out = []
+    for r in records:
+        name, seed = split_seed(r.method)
+        if name not in seeds or seed in common:
+            out.append(r)
+    return out
+
+
 def paired_summary(
     records: Sequence[SliceRecord],
     method: str,
@@ -128,20 +205,23 @@ def paired_summary(
     suites: Collection[str] | None = None,
 ) -> Summary | None:
     """ID and mean OOD paired differences ``method - reference`` (PSNR and SSIM, bootstrap 95%
-    CIs) from per-slice records.
+    CIs) from per-slice records, over the seeds both methods trained (:func:`shared_seeds`).
 
     Args:
         records: per-slice records holding both methods (``NAME`` or ``NAME#sS``).
-        method, reference: plain method names.
+        method, reference: reported names without seed (``pun``, ``pun~final``).
         seed: the bootstrap seed (the run's ``evaluate.test_seed``).
         suites: shifted suites to average over (default: all); ``id`` is always kept.
 
     Returns:
         The :func:`~punmri.evaluate.statistics.summary_line` of ``method``; None when either
-        method has no record.
+        method has no record or they share no seed.
     """
     names = {split_seed(r.method)[0] for r in records}
     if method not in names or reference not in names:
+        return None
+    records = shared_seeds(records, method, reference)
+    if records is None:
         return None
     if suites is not None:
         records = [r for r in records if r.suite == "id" or r.suite in suites]
@@ -189,6 +269,63 @@ def max_val_drop(history: Sequence[Mapping[str, Any]]) -> float:
     return max([a - b for a, b in zip(vals[:-1], vals[1:], strict=True)] + [0.0])
 
 
+def final_drop(history: Sequence[Mapping[str, Any]]) -> float:
+    """How far (dB) the validation PSNR of the last check of a training history lies below the
+    best check's; 0 for a history that ends at its best (or has no check)."""
+    vals = [h["val_psnr"] for h in history if "val_psnr" in h]
+    return max(vals) - vals[-1] if vals else 0.0
+
+
+@dataclass(frozen=True)
+class Overfitting:
+    """Over-fitting of one method's networks in a run, from their training histories.
+
+    Attributes:
+        seeds: the networks' seeds.
+        drops: per seed, :func:`final_drop` (final-step validation PSNR below the best, dB).
+        falls: per seed, :func:`max_val_drop` (largest fall between consecutive checks, dB).
+        final: the test-set paired summary of the final-step checkpoint minus the
+            best-validation one (``NAME~final - NAME``); None when the final checkpoints were
+            not tested.
+    """
+
+    seeds: tuple[int, ...]
+    drops: tuple[float, ...]
+    falls: tuple[float, ...]
+    final: Summary | None
+
+    @property
+    def mean_drop(self) -> float:
+        """Mean over seeds of :attr:`drops` (dB)."""
+        return sum(self.drops) / len(self.drops)
+
+    @property
+    def overfits(self) -> bool:
+        """Whether the mean final-step drop exceeds :data:`OVERFIT_DB`."""
+        return self.mean_drop > OVERFIT_DB
+
+    @property
+    def n_over(self) -> int:
+        """Seeds whose final-step drop exceeds :data:`OVERFIT_DB`."""
+        return sum(d > OVERFIT_DB for d in self.drops)
+
+
+def overfitting(run: RegimeRun, method: str = "dense") -> Overfitting | None:
+    """How much ``method``'s trainings in ``run`` over-fit (:class:`Overfitting`); None when
+    the run has no records of ``method``."""
+    if method not in {split_seed(r.method)[0] for r in run.records}:
+        return None
+    seeds = run.seeds(method)
+    histories = [run.history(method, s) for s in seeds]
+    final = paired_summary(run.records, checkpoint_name(method, "final"), method, run.test_seed)
+    return Overfitting(
+        tuple(seeds),
+        tuple(final_drop(h) for h in histories),
+        tuple(max_val_drop(h) for h in histories),
+        final,
+    )
+
+
 def without_batchnorm(records: Sequence[SliceRecord]) -> list[SliceRecord]:
     """The records of an ablation run's :data:`NO_BATCHNORM_METHODS`, renamed ``NAME-nobn`` (a
     ``#sS`` suffix kept) so that they can be paired with the main run's records."""
@@ -203,16 +340,26 @@ def without_batchnorm(records: Sequence[SliceRecord]) -> list[SliceRecord]:
 __all__ = [
     "BASELINES",
     "CONTROLS",
+    "DIDN",
+    "GRID",
+    "LONG_STEPS",
     "NO_BATCHNORM",
     "NO_BATCHNORM_METHODS",
+    "OVERFIT_DB",
     "REGIMES",
     "SMALL_SLICES",
+    "TINY_SLICES",
+    "VERDICT_REFERENCES",
+    "Overfitting",
     "RegimeRun",
+    "final_drop",
     "harder_suites",
     "max_val_drop",
+    "overfitting",
     "paired_summary",
     "psnr_by_network",
     "pun_contrasts",
+    "shared_seeds",
     "significance",
     "without_batchnorm",
 ]

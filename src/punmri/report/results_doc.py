@@ -1,10 +1,11 @@
 """The generalization document ``docs/RESULTS.md``, assembled from the study's finished runs.
 
-:func:`results_document` composes the Markdown (the question, the setting, the answer per regime,
-an optional hand-written discussion, then the tables of :mod:`punmri.report.regime_tables` and
-each regime's own tables and figures); :func:`write_results_doc` writes it with its figures
-(``figures/results/`` next to the document). ``benchmarks/results.py`` runs the regimes and calls
-:func:`write_results_doc`.
+:func:`results_document` composes the Markdown (the question, the verdict table and the
+over-fitting lines per regime, an optional hand-written discussion, the setting and its cost,
+then the tables of :mod:`punmri.report.regime_tables` and each regime's own tables and figures);
+:func:`write_results_doc` writes it with its figures (``figures/results/`` next to the document).
+``benchmarks/results.py`` runs the regimes and calls :func:`write_results_doc`. Every number comes
+from the finished runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..io import write_text_atomic
 from .figures import summary_bars
@@ -22,19 +24,22 @@ from .regime_tables import (
     control_table,
     density_table,
     hard_shift_table,
+    overfitting_lines,
     quality_table,
     regime_map,
+    regime_settings,
     seed_table,
     suite_table,
     verdict,
+    verdict_table,
 )
-from .regimes import SMALL_SLICES, RegimeRun, pun_contrasts
+from .regimes import RegimeRun, pun_contrasts
 
 #: Figures of a regime's run report copied into the document (when the run has them).
 REGIME_FIGURES = ("delta_psnr.png", "density.png", "layer_density.png", "training.png")
 
 #: Methods of the regime-map bar chart (those the runs have).
-BAR_METHODS = ("pun", "pun-shuffled", "random", "snip", "imp")
+BAR_METHODS = ("pun", "pun-uniform", "dense-narrow", "pun-shuffled", "random", "snip", "imp")
 
 #: Where the document's figures go, relative to the document.
 FIGURES = Path("figures") / "results"
@@ -50,22 +55,42 @@ def _paths(runs: Mapping[str, RegimeRun], root: Path | None) -> str:
 
 
 def _setting(regimes: Mapping[str, RegimeRun]) -> str:
-    """The paragraph stating the setting (from the first regime's config)."""
+    """The paragraph stating the setting the regimes share (from the first regime's config;
+    :func:`~punmri.report.regime_tables.regime_settings` shows what differs)."""
     cfg = next(iter(regimes.values())).config
     d, p, m, t, pr = cfg["data"], cfg["physics"], cfg["model"], cfg["train"], cfg["prune"]
     swept = [r for r in regimes if len(density_table({r: regimes[r]})) > 2]
+    final = "final" in cfg["evaluate"].get("checkpoints", ["best"])
+    tested = (
+        "at its best-validation checkpoint (`NAME`) and at its final step (`NAME~final`)"
+        if final
+        else "at its best-validation checkpoint"
+    )
+    sweep = f" (PUN also at {pr['densities']} in {', '.join(swept)})" if swept else ""
     return (
-        f"Setting: `{d['source']}` {d['resolution_mm']} mm {d['view']} slices "
+        f"Data: `{d['source']}` {d['resolution_mm']} mm {d['view']} slices "
         f"{d['image_size'][0]}x{d['image_size'][1]}, {p['coils']} coils, {p['mask_kind']} "
-        f"{p['acceleration']:g}x, SNR {p['snr_db']:g} dB; MoDL {m['denoiser']} "
-        f"{m['channels']}x{m['depth']}, K={m['unrolls']}, CG={m['cg_iterations']}; Adam lr "
-        f"{t['lr']:g}, batch {t['batch_size']}, training to a validation plateau (validation "
-        f"every {t['val_every']} steps, patience {t['patience']}, cap {t['steps']} steps; the "
-        f"best-validation checkpoint is tested); seeds {cfg['seeds']}; pruning at density "
-        f"{pr['density']:g} (PUN also at {pr['densities']} in {', '.join(swept) or 'none'})."
-        " Regimes: `fixed` = one undersampling mask, phase and coil set per training slice drawn "
-        "once, `fresh` = redrawn for every sample; `full` = the whole training slab, `small` = "
-        f"{SMALL_SLICES} evenly spaced training slices."
+        f"{p['acceleration']:g}x, SNR {p['snr_db']:g} dB; MoDL K={m['unrolls']}, "
+        f"CG={m['cg_iterations']}; Adam lr {t['lr']:g}, batch {t['batch_size']}, validation every "
+        f"{t['val_every']} steps; every network is tested {tested}; pruning at density "
+        f"{pr['density']:g}{sweep}."
+        " Regimes (table below): `fixed` = one undersampling mask, phase and coil set per "
+        "training slice drawn once, `fresh` = redrawn for every sample; the training slices are "
+        "evenly spaced over the training slab."
+    )
+
+
+def _cost(cost: Mapping[str, Any] | None) -> str:
+    """The sentence stating what the study cost: the wall time of the whole results run
+    (``cost``: ``{"wall_s", "jobs", "machine"}``, recorded by ``benchmarks/results.py``) and
+    where each network's own cost is."""
+    where = "Per-network costs are in each regime's cost table below."
+    if not cost:
+        return where
+    return (
+        f"Cost: the whole results run took {cost['wall_s'] / 3600:.1f} h of wall time with "
+        f"{cost['jobs']} training processes at a time on {cost['machine']} (resumed sessions "
+        f"added up). {where}"
     )
 
 
@@ -102,8 +127,8 @@ def _regime_section(label: str, run: RegimeRun) -> list[str]:
         "",
         *suite_table(run),
         "",
-        "Training (the final checkpoint's validation PSNR shows the over-fitting that early "
-        "stopping avoided):",
+        "Training (means over seeds; a final-step validation PSNR below the best is "
+        "over-fitting that the best-validation checkpoint avoids):",
         "",
         training_table(run.metrics),
         "",
@@ -124,6 +149,7 @@ def results_document(
     discussion: str | None = None,
     ablation: Mapping[str, RegimeRun] | None = None,
     root: Path | None = None,
+    cost: Mapping[str, Any] | None = None,
 ) -> str:
     """The Markdown of ``docs/RESULTS.md`` (figures are not written; see
     :func:`write_results_doc`).
@@ -132,10 +158,11 @@ def results_document(
         regimes: regime name -> finished run, in the document's order (at least one; the setting
             is read from the first).
         command: the command that generated the document (stated under the title).
-        discussion: hand-written Markdown about these numbers, placed under the answer.
+        discussion: hand-written Markdown about these numbers, placed under the verdict.
         ablation: regime name (a key of ``regimes``) -> its run without BatchNorm
             (:data:`~punmri.report.regimes.NO_BATCHNORM`).
         root: run directories below it are shown relative to it (the repository root).
+        cost: the results run's recorded cost, ``{"wall_s", "jobs", "machine"}``.
     """
     if not regimes:
         raise ValueError("regimes is empty: the document needs at least one finished run")
@@ -145,25 +172,46 @@ def results_document(
         "",
         f"Generated by `{command}` from the run directories {_paths(regimes, root)}.",
         "",
-        _setting(regimes),
+        "## Verdict",
         "",
-        "Differences are paired (same slices, same seeds) mean PSNR differences with percentile "
-        "bootstrap 95% confidence intervals (slices resampled, a slice's seeds kept together); "
-        "OOD is the mean over the shifted suites, each shift weighted equally. `pun-shuffled` is "
-        "PUN's mask shuffled within each layer (the same per-layer counts): the control that "
-        "tells whether PUN's choice of weights matters or only its layer allocation. `random` is "
-        "a uniform per-layer random mask.",
+        "PUN minus dense, minus `dense-narrow` (a dense MoDL as narrow as PUN's kept weights) and "
+        "minus `pun-shuffled` (PUN's mask shuffled within each layer: its layer-count control), "
+        "in distribution (ID) and as the mean over the shifted suites (OOD), at the "
+        "best-validation checkpoints: paired mean PSNR differences (dB) with 95% confidence "
+        "intervals; *better* / *worse* when the interval excludes 0, else *level*.",
         "",
-        "## Answer",
+        *verdict_table(regimes),
         "",
-        *verdict(regimes, contrasts),
     ]
+    overfit = overfitting_lines(regimes)
+    if overfit:
+        lines += ["Over-fitting of dense, and the final-step checkpoints:", "", *overfit, ""]
     if ablation:
         nobn = {f"{r} without BatchNorm": run for r, run in ablation.items()}
-        lines += verdict(nobn, pun_contrasts(nobn))
-    lines.append("")
+        lines += [*verdict(nobn, pun_contrasts(nobn)), ""]
     if discussion is not None:
         lines += [discussion.strip(), ""]
+    lines += [
+        "## Setting",
+        "",
+        _setting(regimes),
+        "",
+        *regime_settings(regimes),
+        "",
+        _cost(cost),
+        "",
+        "Differences are paired (same slices, same seeds; two methods trained at different "
+        "seeds are paired over the seeds both have) mean differences with hierarchical "
+        "bootstrap 95% confidence intervals: each replicate resamples the test slices and the "
+        "training seeds. OOD is the mean over the shifted suites, each shift weighted equally. "
+        "`pun` is the paper's PUN-IT search (one global ranking); `pun-uniform` the per-layer "
+        "search with exact layer counts; `dense-narrow` a dense MoDL whose width gives about "
+        "PUN's kept weights; `pun-shuffled` PUN's mask shuffled within each layer (the control "
+        "that tells whether PUN's choice of weights matters or only its layer allocation); "
+        "`random` a uniform per-layer random mask. `NAME~final` is network `NAME` at its final "
+        "training step instead of its best-validation checkpoint.",
+        "",
+    ]
     lines += [
         "## Regime map: difference to dense",
         "",
@@ -180,8 +228,8 @@ def results_document(
         "",
         "## Seed by seed",
         "",
-        "ID / mean OOD PSNR (dB) of each seed's network (the confidence intervals above resample "
-        "slices, not seeds):",
+        "ID / mean OOD PSNR (dB) of each seed's network (with few seeds the intervals above are "
+        "too narrow when the seeds disagree; this is how much they do):",
         "",
         *seed_table(regimes),
         "",
@@ -223,20 +271,20 @@ def write_results_doc(
     discussion: str | None = None,
     ablation: Mapping[str, RegimeRun] | None = None,
     root: Path | None = None,
+    cost: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write :func:`results_document` to ``doc`` and its figures to ``figures/results/`` next to
     it: the regime-map bar chart (``regimes.png``) and each regime's :data:`REGIME_FIGURES`
     (copied as ``REGIME_NAME.png``). Arguments as :func:`results_document`; returns ``doc``."""
     doc = Path(doc)
-    text = results_document(regimes, command, discussion, ablation, root)
+    text = results_document(regimes, command, discussion, ablation, root, cost)
     if doc.is_file():  # sections other scripts own (e.g. "structured") are carried over
         kept = kept_sections(doc.read_text())
         if kept:
             text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
     figures = doc.parent / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
-    first = next(iter(regimes.values()))
-    bars = [m for m in BAR_METHODS if m in first.summary]
+    bars = [m for m in BAR_METHODS if any(m in run.summary for run in regimes.values())]
     summary_bars({r: run.summary for r, run in regimes.items()}, bars, figures / "regimes.png")
     for label, run in regimes.items():
         for fig in REGIME_FIGURES:
