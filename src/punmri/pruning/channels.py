@@ -48,6 +48,7 @@ from punmri.pruning.model_calls import (
 )
 from punmri.pruning.pun.gate import default_init_prob, initial_logits
 from punmri.pruning.pun.relaxation import bernoulli_kl, sample_concrete
+from punmri.pruning.pun.search import search_log
 from punmri.pruning.selection import select_by_counts, select_top_k_with_floor
 
 ChannelAllocation = Literal["uniform", "global"]
@@ -367,17 +368,8 @@ def channel_search(
             if step % config.log_every == 0 or step == config.steps - 1:
                 with torch.no_grad():
                     p = torch.cat([torch.sigmoid(lg) for lg in logits.values()])
-                history.append(
-                    {
-                        "step": step,
-                        "loss": float(loss.detach()),
-                        "recon": float(recon.detach()),
-                        "kl": float(kl.detach()),
-                        "beta": beta,
-                        "tau": tau,
-                        "expected_density": float(p.mean()),
-                    }
-                )
+                entry = search_log(step, loss, recon, kl, beta, tau)
+                history.append({**entry, "expected_density": float(p.mean())})
     scores = {s: lg.detach().double().cpu() for s, lg in logits.items()}
     masks = select_channels(graph, scores, density, allocation)
     masks.metadata["pun_channel"] = {

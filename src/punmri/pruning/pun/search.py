@@ -152,12 +152,7 @@ def pun_search(
             if step % config.log_every == 0 or step == config.steps - 1:
                 hard = harden()
                 entry = {
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "recon": float(recon.detach()),
-                    "kl": float(kl.detach()),
-                    "beta": beta,
-                    "tau": tau,
+                    **search_log(step, loss, recon, kl, beta, tau),
                     "expected_density": _expected_density(gates, n_dense),
                     "hamming": None if previous is None else _hamming(previous, hard),
                 }
@@ -174,6 +169,25 @@ def pun_search(
         "probability_histogram": _probability_histogram(gates),
     }
     return masks, history
+
+
+def search_log(
+    step: int,
+    loss: torch.Tensor,
+    recon: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float,
+    tau: float,
+) -> dict[str, Any]:
+    """The common fields of a mask search's history entry (plain floats)."""
+    return {
+        "step": step,
+        "loss": float(loss.detach()),
+        "recon": float(recon.detach()),
+        "kl": float(kl.detach()),
+        "beta": beta,
+        "tau": tau,
+    }
 
 
 def _check_guards(
