@@ -43,6 +43,8 @@ from punmri.rundir import load_run_config
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "structured.yaml"
 DOC = ROOT / "docs" / "RESULTS.md"
+#: Hand-written discussion of the current numbers, placed under the answer when present.
+DISCUSSION = ROOT / "benchmarks" / "structured_discussion.md"
 #: The Pareto figure, relative to the document's folder.
 FIGURE = Path("figures") / "results" / "structured_pareto.png"
 #: The contests of pun-channel at each fraction: (other method, what it controls for).
@@ -302,6 +304,7 @@ def section(run: RegimeRun, cfg, speed: dict, doc: Path) -> str:
         "",
         *verdict_lines(found),
         "",
+        *([DISCUSSION.read_text().strip(), ""] if DISCUSSION.is_file() else []),
         f"![quality against latency]({FIGURE.as_posix()})",
     ]
     lines += [
