@@ -6,7 +6,7 @@
 3. Framework overhead: punmri's MoDL training step vs a minimal hand-written MoDL doing the same
    work (same CNN, same CG count).
 
-Usage: ``python benchmarks/foundation.py [--skip-demo] [--repeats N]``
+Usage: ``python benchmarks/foundation.py [--skip-demo | --skip-steps] [--repeats N]``
 """
 
 from __future__ import annotations
@@ -253,10 +253,22 @@ def previous_demo_rows() -> list[str]:
     return text[start:end].rstrip().splitlines() + [""] if 0 <= start < end else []
 
 
+def previous_step_rows() -> list[str]:
+    """The step-time part of the current "foundation" section of docs/BENCHMARKS.md (if any)."""
+    from _docs import DOC
+
+    text = DOC.read_text() if DOC.is_file() else ""
+    start, end = text.find("**MoDL step"), text.find("<!-- END foundation -->")
+    return text[start:end].rstrip().splitlines() if 0 <= start < end else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--skip-demo", action="store_true", help="keep the demo rows already in the doc"
+    )
+    parser.add_argument(
+        "--skip-steps", action="store_true", help="keep the step-time rows already in the doc"
     )
     parser.add_argument("--processes", type=int, default=4, help="fresh processes per model")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per process")
@@ -292,6 +304,9 @@ def main() -> None:
             f"- dense - CS-L1: {dense - cs:+.2f} dB ({verdict_cs} the >= 1.5 dB target)",
             "",
         ]
+        if args.skip_steps:
+            print(write_section("foundation", "\n".join([*lines, *previous_step_rows()])))
+            return
         # keep the demo figures even if the timing part below fails
         write_section("foundation", "\n".join([*lines, "(step timings: being measured)"]))
     lines += [
