@@ -320,3 +320,17 @@ def test_global_allocation_dense_narrow_takes_pun_channel_widths(tmp_path):
     narrow = json.loads((out / "models/dense-narrow/seed0/channels.json").read_text())
     assert narrow["widths"] == pun["widths"]
     assert pun["kept_channels"] == max(len(pun["widths"]), round(0.4 * pun["total_channels"]))
+
+
+def test_masked_loss_leaves_batchnorm_statistics_alone():
+    from punmri.pruning.channels import masked_loss
+    from punmri.train import get_loss
+
+    model = _model("resnet", {"norm": "batch"}).train()
+    graph = channel_graph(model)
+    masks = select_channels(graph, random_scores(graph, torch.Generator()), 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y, op = _inputs()
+    masked_loss(model, graph, masks, [((y, op), y.new_zeros(2, 16, 12))], get_loss("mse"), 1)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -44,6 +44,7 @@ from punmri.pruning.model_calls import (
     frozen,
     loss_value,
     move_to,
+    preserved_state,
     take_batches,
 )
 from punmri.pruning.pun.gate import default_init_prob, initial_logits
@@ -389,10 +390,11 @@ def masked_loss(
     loss_fn: LossFn,
     batches: int,
 ) -> float:
-    """Mean loss of ``model`` gated by ``masks`` over the first ``batches`` batches of ``data``."""
+    """Mean loss of ``model`` gated by ``masks`` over the first ``batches`` batches of ``data``
+    (its buffers, e.g. BatchNorm statistics of a model in train mode, are restored after)."""
     device = next(model.parameters()).device
     values = {s: m.to(torch.float32) for s, m in masks.items()}
-    with gated(model, graph, values):
+    with preserved_state(model), gated(model, graph, values):
         losses = [float(_loss(model, b, loss_fn, device)) for b in take_batches(data, batches)]
     return sum(losses) / len(losses)
 
