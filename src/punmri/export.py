@@ -132,26 +132,16 @@ class ReconstructionProgram(nn.Module):
 
 
 def _find_spec(cfg: RunConfig, run_dir: Path, method: str, seed: int | None) -> Any:
-    """The :class:`~punmri.specs.ModelSpec` of ``method`` (a reported name: ``dense``, ``pun``,
-    ``pun@0.03``, or ``METHOD@DENSITY`` with the headline density written out) and ``seed``."""
+    """The :class:`~punmri.specs.ModelSpec` of ``method`` (any name
+    :meth:`~punmri.specs.ModelSpec.answers_to` accepts) and ``seed`` (default: its first)."""
     from .pipeline import model_specs
 
     specs = model_specs(cfg)
-    seed = cfg.seeds[0] if seed is None else seed
-
-    def named(spec: Any) -> bool:
-        if method == spec.name:
-            return True
-        base, at, density = method.partition("@")
-        try:
-            return bool(at) and base == spec.method and float(density) == spec.density
-        except ValueError:
-            return False
-
     names = list(dict.fromkeys(s.name for s in specs))
-    matching = [s for s in specs if named(s)]
+    matching = [s for s in specs if s.answers_to(method)]
     if not matching:
         raise InputError(f"--method {method!r} was not trained in {run_dir}; choose one of {names}")
+    seed = matching[0].seed if seed is None else seed  # the method's first seed by default
     for spec in matching:
         if spec.seed == seed:
             return spec
@@ -242,7 +232,7 @@ def export_model(
     overwrite: bool = False,
     image_size: tuple[int, int] | None = None,
 ) -> dict:
-    """Write the trained ``method`` (seed ``seed``, default the run's first) of ``run_dir`` as a
+    """Write the trained ``method`` (seed ``seed``, default the method's first) of ``run_dir`` as a
     TorchScript program ``out`` and its settings as ``out`` + ``.json``; return the settings.
 
     The program (:class:`ReconstructionProgram`, traced) reconstructs ``image_size`` ``(H, W)``

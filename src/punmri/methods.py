@@ -256,9 +256,18 @@ def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, A
 
     gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
     shuffled = [loss_of(masks.shuffled_within_layers(gen)) for _ in range(cfg.prune.check_shuffles)]
-    out = {"loss_dense": loss_of(None), "loss_mask": loss_of(masks), "loss_shuffled": shuffled}
-    out["loss_shuffled_mean"] = sum(shuffled) / max(len(shuffled), 1)
-    return out
+    return check_record(loss_of(None), loss_of(masks), shuffled)
+
+
+def check_record(dense: float, mask: float, controls: list[float]) -> dict[str, Any]:
+    """The ``check`` entry of a mask's metadata: the untrained network's loss dense, under the
+    mask and under its control masks (same per-layer or per-slot counts), with their mean."""
+    return {
+        "loss_dense": dense,
+        "loss_mask": mask,
+        "loss_shuffled": controls,
+        "loss_shuffled_mean": sum(controls) / max(len(controls), 1),
+    }
 
 
 def mask_stage(
@@ -660,16 +669,13 @@ def find_channel_mask(
         masks = select_channels(graph, scores, spec.density, p.channel_allocation)
     seconds = time.perf_counter() - t0
     masks.metadata.update(
-        {
-            **meta,
-            **masks.metadata,
-            "method": spec.method,
-            "score": score,
-            "channel_density": spec.density,
-            "allocation": p.channel_allocation,
-            "seed": spec.seed,
-            "cost": {"seconds": seconds, "forward_passes": passes, "backward_passes": passes},
-        }
+        meta,
+        method=spec.method,
+        score=score,
+        channel_density=spec.density,
+        allocation=p.channel_allocation,
+        seed=spec.seed,
+        cost={"seconds": seconds, "forward_passes": passes, "backward_passes": passes},
     )
     masks.metadata["check"] = _channel_check(ctx, spec, model, graph, masks)
     return masks
@@ -687,24 +693,14 @@ def _channel_check(
     counts = {s: int(m.sum()) for s, m in masks.items()}
     full = {s: torch.ones_like(m) for s, m in masks.items()}
     gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
-    randoms = []
-    for _ in range(p.check_shuffles):
-        randoms.append(
-            masked_loss(
-                model,
-                graph,
-                select_by_counts(random_scores(graph, gen), counts),
-                data,
-                loss_fn,
-                len(data),
-            )
+    randoms = [
+        masked_loss(
+            model, graph, select_by_counts(random_scores(graph, gen), counts), data, loss_fn
         )
-    return {
-        "loss_dense": masked_loss(model, graph, full, data, loss_fn, len(data)),
-        "loss_mask": masked_loss(model, graph, masks, data, loss_fn, len(data)),
-        "loss_shuffled": randoms,
-        "loss_shuffled_mean": sum(randoms) / max(len(randoms), 1),
-    }
+        for _ in range(p.check_shuffles)
+    ]
+    dense = masked_loss(model, graph, full, data, loss_fn)
+    return check_record(dense, masked_loss(model, graph, masks, data, loss_fn), randoms)
 
 
 def save_channels(masks: Masks, directory: Path, graph: ChannelGraph) -> None:

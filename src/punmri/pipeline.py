@@ -423,15 +423,7 @@ def select_models(specs: Sequence[ModelSpec], only: Sequence[str]) -> list[Model
         wanted.append((name.strip(), seed.strip()))
 
     def matches(spec: ModelSpec, name: str, seed: str) -> bool:
-        if int(seed) != spec.seed:
-            return False
-        if name == spec.name:
-            return True
-        method, at, density = name.partition("@")
-        try:
-            return bool(at) and method == spec.method and float(density) == spec.density
-        except ValueError:
-            return False
+        return int(seed) == spec.seed and spec.answers_to(name)
 
     for name, seed in wanted:
         if not any(matches(spec, name, seed) for spec in specs):

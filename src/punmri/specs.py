@@ -39,6 +39,18 @@ class ModelSpec:
             return self.method
         return f"{self.method}@{self.density:g}"
 
+    def answers_to(self, name: str) -> bool:
+        """Whether a user's ``name`` means this network's method and density: its reported
+        :attr:`name` (``dense``, ``pun``, ``pun@0.03``) or ``METHOD@DENSITY`` with the headline
+        density written out (``pun@0.05`` for ``pun`` when 0.05 is the headline)."""
+        if name == self.name:
+            return True
+        method, at, density = name.partition("@")
+        try:
+            return bool(at) and method == self.method and float(density) == self.density
+        except ValueError:
+            return False
+
     def directory(self, run_dir: Path) -> Path:
         """Where this model's stages write."""
         return run_dir / "models" / self.name / f"seed{self.seed}"

@@ -388,14 +388,13 @@ def masked_loss(
     masks: Mapping[str, Tensor],
     data: Iterable[Any],
     loss_fn: LossFn,
-    batches: int,
 ) -> float:
-    """Mean loss of ``model`` gated by ``masks`` over the first ``batches`` batches of ``data``
-    (its buffers, e.g. BatchNorm statistics of a model in train mode, are restored after)."""
+    """Mean loss of ``model`` gated by ``masks`` over the batches of ``data`` (its buffers, e.g.
+    BatchNorm statistics of a model in train mode, are restored after)."""
     device = next(model.parameters()).device
     values = {s: m.to(torch.float32) for s, m in masks.items()}
     with preserved_state(model), gated(model, graph, values):
-        losses = [float(_loss(model, b, loss_fn, device)) for b in take_batches(data, batches)]
+        losses = [float(_loss(model, b, loss_fn, device)) for b in take_batches(data)]
     return sum(losses) / len(losses)
 
 
