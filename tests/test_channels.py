@@ -27,6 +27,7 @@ from punmri.pruning.channels import (
     per_channel,
     random_scores,
     select_channels,
+    whole_slots,
 )
 from punmri.specs import ModelSpec
 
@@ -209,6 +210,46 @@ def test_channel_search_keeps_exact_counts_and_is_deterministic():
     assert {s: int(m.sum()) for s, m in masks.items()} == channel_counts(graph, 0.25)
     assert [h["step"] for h in history] == [0, 2, 4, 5]
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_excluded_layers_keep_their_output_channels():
+    from punmri.config import PunSearchConfig
+    from punmri.pruning import prunable_targets
+    from punmri.train import get_loss
+
+    model = _model("didn", {"depth": 2})
+    graph = channel_graph(model)
+    assert whole_slots(graph, prunable_targets(model)) == frozenset()
+    # the trunk is written by many convolutions: excluding any one of them keeps it whole
+    writer = next(
+        n for n, d in graph.writes.items() if graph.tensors[n][d][0].slot == "denoiser:trunk"
+    )
+    whole = whole_slots(graph, prunable_targets(model, exclude=[writer]))
+    assert whole == {"denoiser:trunk"}
+    scores = random_scores(graph, torch.Generator().manual_seed(0))
+    widths = graph.widths()
+    uniform = select_channels(graph, scores, 0.25, "uniform", whole)
+    glob = select_channels(graph, scores, 0.25, "global", whole)
+    rest = {s: n for s, n in widths.items() if s not in whole}
+    for masks in (uniform, glob):
+        assert bool(masks["denoiser:trunk"].all())
+    assert sum(int(glob[s].sum()) for s in rest) == round(0.25 * sum(rest.values()))
+    assert global_kept(graph, 0.25, whole) == round(0.25 * sum(rest.values()))
+    assert channel_counts(graph, 0.25, whole)["denoiser:trunk"] == widths["denoiser:trunk"]
+    with pytest.raises(InputError, match="keep every channel slot whole"):
+        channel_counts(graph, 0.25, set(widths))
+
+    model = _model("resnet", {})
+    graph = channel_graph(model)
+    whole = whole_slots(graph, prunable_targets(model, include=["*.body.0.*"]))
+    assert whole == set(graph.widths()) - {"denoiser:layer0"}
+    y, op = _inputs()
+    data = [((y, op), model(y, op).detach() * 0.5)]
+    masks, _ = channel_search(
+        model, graph, data, get_loss("mse"), 0.25, PunSearchConfig(steps=3), "uniform", None, whole
+    )
+    assert int(masks["denoiser:layer0"].sum()) == channel_counts(graph, 0.25)["denoiser:layer0"]
+    assert all(bool(masks[s].all()) for s in whole)
 
 
 FAST = [

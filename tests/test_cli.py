@@ -154,6 +154,25 @@ def test_prune_writes_exact_mask_and_refuses_clobber(tmp_path, capsys):
     assert "finds masks at initialisation" in capsys.readouterr().err
 
 
+def test_prune_finds_channel_masks(tmp_path, capsys):
+    out = tmp_path / "channels"
+    args = ["prune", "--method", "random-channel", "--density", "0.5", "--out", str(out), *TINY]
+    checks = ["prune.check_batches=1", "prune.check_shuffles=1"]
+    assert main([*args, *checks, "prune.exclude=[denoiser.body.0.weight]"]) == 0
+    summary = json.loads((out / "channels.json").read_text())
+    whole = {"denoiser:layer0"}  # written by the excluded layer: kept whole
+    assert summary["metadata"]["whole_slots"] == sorted(whole)
+    assert summary["widths"] == {
+        s: n if s in whole else max(1, round(0.5 * n)) for s, n in summary["full_widths"].items()
+    }
+    params = summary["metadata"]["parameters"]
+    assert 0 < params["compact"] < params["dense"]
+    printed = capsys.readouterr().out
+    assert "random channels of the same widths" in printed and "compact network" in printed
+    assert main(args) == 2
+    assert "channels.pt exists" in capsys.readouterr().err
+
+
 def test_report_rewrites_from_slices(trained_run):
     (trained_run / "report.md").unlink()
     before = json.loads((trained_run / "metrics.json").read_text())

@@ -467,8 +467,16 @@ class PruneConfig:
         "weight of every output channel of every layer; 'first-last' the first and last layer "
         "of each denoiser whole; 'none' nothing (prunes the output layer away at init here)",
     )
-    include: tuple[str, ...] = _f((), "only prune weights matching these fnmatch patterns")
-    exclude: tuple[str, ...] = _f((), "never prune weights matching these patterns")
+    include: tuple[str, ...] = _f(
+        (),
+        "only prune weights matching these fnmatch patterns (channel-level methods: only the "
+        "output channels of matching layers)",
+    )
+    exclude: tuple[str, ...] = _f(
+        (),
+        "never prune weights matching these patterns (channel-level methods: matching layers "
+        "keep all output channels)",
+    )
     score_batches: int = _f(4, "training batches scored by snip/grasp")
     synflow_iterations: int = _f(100, "SynFlow pruning rounds")
     pun: PaperPunSearchConfig = field(

@@ -86,6 +86,7 @@ from .pruning.channels import (
     per_channel,
     random_scores,
     select_channels,
+    whole_slots,
 )
 from .pruning.scorers import SCORERS
 from .specs import ModelSpec, RunData
@@ -361,17 +362,36 @@ INIT_METHODS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def mask_file(method: str) -> str:
+    """The file ``punmri prune`` writes for ``method``: ``channels.pt`` for the channel-level
+    methods, ``mask.pt`` for weight masks."""
+    return "channels.pt" if method in CHANNEL_METHODS else "mask.pt"
+
+
 def prune_at_init(ctx: MethodContext, method: str, density: float, seed: int, out: Path) -> Masks:
-    """Find the ``method`` mask of the seeded initial network, check it against layer-shuffled
-    controls and write it to ``out`` (``punmri prune``)."""
-    if method not in INIT_METHODS:
+    """Find the ``method`` mask of the seeded initial network, check it against controls of the
+    same per-layer counts (layer-shuffled weights, or random channels of the same widths) and
+    write it to ``out`` (``punmri prune``): ``mask.pt``/``mask.json``, or for the channel-level
+    methods ``channels.pt``/``channels.json`` with ``density`` the kept fraction of channels."""
+    if method not in INIT_METHODS and method not in CHANNEL_METHODS:
         raise InputError(
             f"--method {method!r}: punmri prune finds masks at initialisation; choose one of "
-            f"{sorted(INIT_METHODS)} (after-training methods run inside `punmri run`)"
+            f"{sorted(INIT_METHODS)} or a channel-level method {sorted(CHANNEL_METHODS)} "
+            "(after-training methods run inside `punmri run`)"
         )
     spec = ModelSpec(method, seed, density, density)
+    model = build_model(ctx.cfg.model, seed)
+    if method in CHANNEL_METHODS:
+        graph = channel_graph(model)
+        masks = find_channel_mask(ctx, spec, model, graph, CHANNEL_METHODS[method])
+        masks.metadata["parameters"] = {
+            "compact": count_parameters(compact(model.cpu(), graph, masks)),
+            "dense": count_parameters(model),
+        }
+        save_channels(masks, out, graph)
+        return masks
     scorer, allocation = INIT_METHODS[method]
-    masks = find_method_mask(ctx, spec, build_model(ctx.cfg.model, seed), scorer, allocation)
+    masks = find_method_mask(ctx, spec, model, scorer, allocation)
     masks.metadata["check"] = mask_check(ctx, spec, masks)
     save_mask(masks, out)
     return masks
@@ -635,6 +655,7 @@ def find_channel_mask(
     model.to(ctx.device)
     generator = torch.Generator().manual_seed(spec.seed)
     loss_fn = get_loss(ctx.cfg.train.loss)
+    whole = whole_slots(graph, ctx.targets(model))
     t0 = time.perf_counter()
     passes = 0
     meta: dict[str, Any] = {}
@@ -650,6 +671,7 @@ def find_channel_mask(
             p.pun_channel,
             p.channel_allocation,
             generator,
+            whole,
         )
         passes = p.pun_channel.steps
         meta["pun_channel_history"] = history
@@ -666,7 +688,7 @@ def find_channel_mask(
                 raw = SCORERS["snip"](model, targets, data, loss_fn, generator)
                 passes = p.score_batches
             scores = per_channel(graph, raw)
-        masks = select_channels(graph, scores, spec.density, p.channel_allocation)
+        masks = select_channels(graph, scores, spec.density, p.channel_allocation, whole)
     seconds = time.perf_counter() - t0
     masks.metadata.update(
         meta,
@@ -674,6 +696,7 @@ def find_channel_mask(
         score=score,
         channel_density=spec.density,
         allocation=p.channel_allocation,
+        whole_slots=sorted(whole),
         seed=spec.seed,
         cost={"seconds": seconds, "forward_passes": passes, "backward_passes": passes},
     )
@@ -801,7 +824,7 @@ def _dense_narrow_channels(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
         )
         widths = {s: int(m.sum()) for s, m in pun.items()}
     else:
-        widths = channel_counts(graph, spec.density)
+        widths = channel_counts(graph, spec.density, whole_slots(graph, ctx.targets(full)))
 
     def first() -> Masks:
         out = first_channels(widths, graph)
@@ -995,6 +1018,7 @@ def run_method(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
 __all__ = [
     "CHANNEL_METHODS",
     "INIT_METHODS",
+    "mask_file",
     "RECIPES",
     "MethodContext",
     "MethodResult",

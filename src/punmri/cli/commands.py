@@ -198,23 +198,35 @@ def _data_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, out_dir: Callable) -> int:
-    from ..methods import MethodContext, prune_at_init
+    from ..methods import CHANNEL_METHODS, MethodContext, mask_file, prune_at_init
     from ..pipeline import load_run_data
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "masks" / args.method
-    if (out / "mask.pt").exists() and not args.overwrite:
-        raise InputError(f"{out / 'mask.pt'} exists; pass --overwrite or choose another --out")
+    target = out / mask_file(args.method)
+    if target.exists() and not args.overwrite:
+        raise InputError(f"{target} exists; pass --overwrite or choose another --out")
     seed = cfg.seeds[0] if args.seed is None else args.seed
     ctx = MethodContext(cfg, out, load_run_data(cfg), progress=True)
     masks = prune_at_init(ctx, args.method, args.density, seed, out)
     print(masks.summary())
     check = masks.metadata["check"]
+    control = (
+        "random channels of the same widths"
+        if args.method in CHANNEL_METHODS
+        else "layer-shuffled control"
+    )
     print(
         f"untrained-network loss on held-out batches: dense {check['loss_dense']:.4f}, "
-        f"mask {check['loss_mask']:.4f}, layer-shuffled control {check['loss_shuffled_mean']:.4f}"
+        f"mask {check['loss_mask']:.4f}, {control} {check['loss_shuffled_mean']:.4f}"
     )
-    print(f"mask: {out / 'mask.pt'} (statistics in mask.json)")
+    if "parameters" in masks.metadata:
+        n = masks.metadata["parameters"]
+        print(
+            f"compact network: {n['compact']:,} parameters "
+            f"({n['compact'] / n['dense']:.1%} of the dense {n['dense']:,})"
+        )
+    print(f"mask: {target} (statistics in {target.with_suffix('.json').name})")
     return 0
 
 

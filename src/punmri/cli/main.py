@@ -60,8 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="find a pruning mask of the initial network")
     _add_config_args(p)
-    p.add_argument("--method", required=True, help="pun, random, random-erk, magnitude, snip, ...")
-    p.add_argument("--density", type=float, required=True, help="kept fraction in (0, 1]")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="pun, pun-uniform, random, random-erk, magnitude, snip, grasp, synflow, or a "
+        "channel-level method: pun-channel, random-channel, norm-channel, snip-channel",
+    )
+    p.add_argument(
+        "--density",
+        type=float,
+        required=True,
+        help="kept fraction in (0, 1] of the weights (of the feature channels for *-channel)",
+    )
     p.add_argument("--seed", type=int, default=None, help="initialisation seed (default: seeds[0])")
     p.add_argument("--out", default=None, help="output directory (default runs/masks/METHOD)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing mask")

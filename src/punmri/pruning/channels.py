@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -61,17 +61,44 @@ CHANNEL_ALLOCATIONS = ("uniform", "global")
 # counts
 
 
-def channel_counts(graph: ChannelGraph, density: float) -> dict[str, int]:
+def whole_slots(graph: ChannelGraph, targets: Collection[str]) -> frozenset[str]:
+    """Slots kept whole because a convolution writing them is not among the prunable ``targets``
+    (``prune.include``/``exclude``): as Torch-Pruning's ignored layers, an excluded layer keeps
+    all its output channels, while its input channels follow the layers that write them."""
+    targets = set(targets)
+    return frozenset(
+        graph.tensors[name][dim][0].slot
+        for name, dim in graph.writes.items()
+        if name not in targets
+    )
+
+
+def _prunable_widths(graph: ChannelGraph, whole: Collection[str]) -> dict[str, int]:
+    widths = {s: n for s, n in graph.widths().items() if s not in whole}
+    if not widths:
+        raise InputError(
+            "prune.include/exclude keep every channel slot whole: no layer's output channels are "
+            "left to prune (patterns match weight names such as 'denoiser.body.0.weight')"
+        )
+    return widths
+
+
+def channel_counts(
+    graph: ChannelGraph, density: float, whole: Collection[str] = ()
+) -> dict[str, int]:
     """Kept channels per slot at ``density`` (``uniform``): ``max(1, round(density * channels))``
-    (Python's round, halves to even); every slot keeps at least one channel."""
+    (Python's round, halves to even); every slot keeps at least one channel and the ``whole``
+    slots (:func:`whole_slots`) keep all."""
     density = check_density(density)
-    return {s: max(1, round(density * n)) for s, n in graph.widths().items()}
-
-
-def global_kept(graph: ChannelGraph, density: float) -> int:
-    """Kept channels over all slots at ``density`` (``global``): ``round(density * total)``, at
-    least one per slot."""
     widths = graph.widths()
+    prunable = _prunable_widths(graph, whole)
+    return {s: max(1, round(density * n)) if s in prunable else n for s, n in widths.items()}
+
+
+def global_kept(graph: ChannelGraph, density: float, whole: Collection[str] = ()) -> int:
+    """Kept channels over the slots that are not ``whole`` at ``density`` (``global``):
+    ``round(density * their total)``, at least one per slot."""
+    widths = _prunable_widths(graph, whole)
     return max(len(widths), round(check_density(density) * sum(widths.values())))
 
 
@@ -271,19 +298,25 @@ def select_channels(
     scores: Mapping[str, Tensor],
     density: float,
     allocation: ChannelAllocation = "uniform",
+    whole: Collection[str] = (),
 ) -> Masks:
     """Channel mask keeping the best-scored channels (higher = keep, deterministic ties) with exact
     counts: :func:`channel_counts` per slot for ``uniform``, :func:`global_kept` over all slots
-    (the best channel of every slot always kept) for ``global``."""
+    (the best channel of every slot always kept) for ``global``; ``whole`` slots keep all."""
     if allocation == "uniform":
-        return select_by_counts(scores, channel_counts(graph, density))
+        return select_by_counts(scores, channel_counts(graph, density, whole))
     if allocation != "global":
         raise InputError(
             f"prune.channel_allocation: expected one of {list(CHANNEL_ALLOCATIONS)}, "
             f"got {allocation!r}"
         )
-    floor = select_by_counts(scores, {s: 1 for s in scores})
-    return select_top_k_with_floor(scores, global_kept(graph, density), floor)
+    k = global_kept(graph, density, whole)
+    ranked = {s: v for s, v in scores.items() if s not in whole}
+    floor = select_by_counts(ranked, dict.fromkeys(ranked, 1))
+    kept = select_top_k_with_floor(ranked, k, floor)
+    return Masks(
+        {**kept, **{s: torch.ones(graph.slots[s].channels, dtype=torch.bool) for s in whole}}
+    )
 
 
 def random_scores(graph: ChannelGraph, generator: torch.Generator) -> dict[str, Tensor]:
@@ -312,6 +345,7 @@ def channel_search(
     config: PunSearchConfig | None = None,
     allocation: ChannelAllocation = "uniform",
     generator: torch.Generator | None = None,
+    whole: Collection[str] = (),
 ) -> tuple[Masks, list[dict[str, Any]]]:
     """PUN at the channel level: learn one Bernoulli keep-probability per slot channel.
 
@@ -320,6 +354,7 @@ def channel_search(
     logits, the KL to ``Bern(p0)`` with ``p0`` the slot's kept fraction (``uniform``) or the global
     one, reduced by ``config.kl_reduction``. The temperature and ``beta`` follow ``config``. The
     mask keeps the channels with the largest logits, with :func:`select_channels`'s exact counts.
+    The ``whole`` slots (:func:`whole_slots`) have no logits and stay open.
 
     Returns:
         ``(masks, history)``; ``history`` has ``step``, ``loss``, ``recon``, ``kl``, ``tau``,
@@ -329,13 +364,13 @@ def channel_search(
     config = config or PunSearchConfig()
     generator = generator or torch.Generator().manual_seed(0)
     density = check_density(density)
-    widths = graph.widths()
+    widths = _prunable_widths(graph, whole)
     total = sum(widths.values())
     if allocation == "uniform":
-        counts = channel_counts(graph, density)
+        counts = channel_counts(graph, density, whole)
         p0 = {s: counts[s] / widths[s] for s in widths}
     else:
-        p0 = dict.fromkeys(widths, global_kept(graph, density) / total)
+        p0 = dict.fromkeys(widths, global_kept(graph, density, whole) / total)
     device = next(model.parameters()).device
     logits = {
         s: initial_logits(
@@ -351,7 +386,7 @@ def channel_search(
         for s in sorted(widths)
     }
     optimizer = torch.optim.Adam(list(logits.values()), lr=config.lr)
-    values: dict[str, Tensor] = {}
+    values = {s: torch.ones(graph.slots[s].channels, device=device) for s in whole}
     history: list[dict[str, Any]] = []
     stream = cycle_batches(data)
     with frozen(model), gated(model, graph, values):
@@ -372,7 +407,8 @@ def channel_search(
                 entry = search_log(step, loss, recon, kl, beta, tau)
                 history.append({**entry, "expected_density": float(p.mean())})
     scores = {s: lg.detach().double().cpu() for s, lg in logits.items()}
-    masks = select_channels(graph, scores, density, allocation)
+    scores.update({s: torch.ones(graph.slots[s].channels, dtype=torch.float64) for s in whole})
+    masks = select_channels(graph, scores, density, allocation, whole)
     masks.metadata["pun_channel"] = {
         "last": history[-1],
         "config": dataclasses.asdict(config),
@@ -414,4 +450,5 @@ __all__ = [
     "per_channel",
     "random_scores",
     "select_channels",
+    "whole_slots",
 ]
