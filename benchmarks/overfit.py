@@ -4,9 +4,9 @@ The results grid's regime ``fixed-tiny-long`` (4 training slices, fixed physics,
 augmentation, 1600 steps, docs/RESULTS.md) is meant to let dense MoDL over-fit: its validation
 PSNR at the final step below its best. This benchmark trains dense MoDL (``configs/results.yaml``,
 seed 0, the same fixed physics, no augmentation, 1600 steps, no early stopping) in settings that
-make over-fitting easier still: one training slice, two slices at a constant learning rate, one
-slice with a 4x wider ResNet, one slice with the DIDN denoiser of the grid (231k weights), and
-reports for each its best and final validation PSNR and its final training loss.
+make over-fitting easier still: one training slice; two slices at a constant learning rate; one
+slice at 20 dB SNR or 8x undersampling (validation at the same physics); one slice with a 4x
+wider ResNet or the DIDN denoiser of the grid (231k weights); and reports for each its best and final validation PSNR and its final training loss.
 
 Each setting is a resumable ``punmri train --only dense:0`` run in ``runs/overfit/NAME`` (two at a
 time, one thread each; a finished network is skipped). About 8 minutes a setting on 2 cores
@@ -52,6 +52,14 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "one-slice-resnet64": (
         "1 training slice, ResNet 64 channels",
         ["data.max_train_slices=1", "model.channels=64"],
+    ),
+    "one-slice-snr20": (
+        "1 training slice, SNR 20 dB (its fixed noise draw to memorise)",
+        ["data.max_train_slices=1", "physics.snr_db=20"],
+    ),
+    "one-slice-acc8": (
+        "1 training slice, 8x undersampling (more for the denoiser to learn)",
+        ["data.max_train_slices=1", "physics.acceleration=8"],
     ),
     "one-slice-didn": (
         "1 training slice, DIDN 16 channels x 2 blocks",
