@@ -1,8 +1,8 @@
 """Generalization results -> docs/RESULTS.md (and docs/figures/results/).
 
 Trains ``configs/results.yaml`` once per training regime (:data:`punmri.report.regimes.REGIMES`;
-by default the grid :data:`~punmri.report.regimes.GRID`: ``fixed-tiny-long``, where dense MoDL
-can over-fit, ``fresh-full``, where it should not, and ``fresh-full-didn``) into resumable
+by default the grid :data:`~punmri.report.regimes.GRID`: ``fixed-tiny-noisy``, where dense MoDL
+over-fits, ``fresh-full``, where it should not, and ``fresh-full-didn``) into resumable
 ``punmri run`` directories ``runs/results/REGIME``, then writes the document with
 :func:`punmri.report.results_doc.write_results_doc`: the verdict table (PUN minus dense,
 ``dense-narrow`` and ``pun-shuffled``, ID and OOD, 95% CIs) and the over-fitting lines at the top,

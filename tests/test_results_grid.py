@@ -206,7 +206,7 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     jobs = script.training_jobs(config, runs, overrides)
     assert len(jobs) == 3 * 5  # seeds 0-4 of each regime
     first = jobs[0]
-    assert (first.run, first.weight) == ("fixed-tiny-long", 8 * 1600 + 3000)
+    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 1600 + 3000)
     assert [j.weight for j in jobs] == sorted((j.weight for j in jobs), reverse=True)
     for job in jobs:
         names = [n.rpartition(":")[0] for n in job.networks]
