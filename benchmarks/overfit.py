@@ -59,10 +59,6 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
         "1 training slice, SNR 20 dB (its fixed noise draw to memorise)",
         ["data.max_train_slices=1", "physics.snr_db=20"],
     ),
-    "four-slices-snr20": (
-        "4 training slices, SNR 20 dB",
-        ["data.max_train_slices=4", "physics.snr_db=20"],
-    ),
     "one-slice-acc8": (
         "1 training slice, 8x undersampling (more for the denoiser to learn)",
         ["data.max_train_slices=1", "physics.acceleration=8"],
@@ -76,6 +72,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
             "model.depth=2",
             "model.norm=none",
         ],
+    ),
+    "four-slices-snr20": (
+        "4 training slices, SNR 20 dB (the grid's fixed-tiny-noisy)",
+        ["data.max_train_slices=4", "physics.snr_db=20"],
     ),
 }
 
