@@ -220,8 +220,9 @@ def margins(metrics: dict, suite: str = "id") -> list[str]:
 
 
 def one_subject_note(cfg: RunConfig) -> str:
-    """A sentence saying that the slices come from one subject (one volume), for the setup and
-    beside the statistics; ``""`` for measured k-space (``data.source: fastmri``, many volumes)."""
+    """A sentence saying that the slices come from one subject (one volume), for the setup (the
+    statistics section refers to it); ``""`` for measured k-space (``data.source: fastmri``,
+    many volumes)."""
     source = cfg.data.source
     if source == "fastmri":
         return ""
@@ -361,7 +362,11 @@ def write_report(
             "75% of studies), so read the two together. OOD = mean over the shifted suites, each "
             "weighted equally. A shift easier than `id` (higher zero-filled PSNR) is no evidence "
             "of robustness.",
-            *(["", one_subject_note(cfg)] if one_subject_note(cfg) else []),
+            *(
+                ["", "The intervals describe one subject's slices (see Setup), not a population."]
+                if one_subject_note(cfg)
+                else []
+            ),
             "",
             summary_table(metrics),
             "",
