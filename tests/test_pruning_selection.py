@@ -116,3 +116,27 @@ def test_magnitude_prune_step_among_survivors():
     assert second["weight"].tolist() == [[False, True, True, False]]
     with pytest.raises(InputError, match="revive"):
         magnitude_prune_step(model, second, 0.75)
+
+
+def test_magnitude_prune_step_channel_min_keeps_every_output_channel():
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(1.0, 65.0).view(8, 8))
+        model[1].weight.fill_(0.01)  # the small output layer a global ranking prunes away
+        model[1].weight[1, 5] = 0.02
+    plain = magnitude_prune_step(model, None, 0.25)
+    assert int(plain["1.weight"].sum()) == 0
+    first = magnitude_prune_step(model, None, 0.25, channel_min=1)
+    assert first.kept == plain.kept == 20
+    assert first["0.weight"].any(dim=1).all() and first["1.weight"].any(dim=1).all()
+    assert first["1.weight"].sum(dim=1).tolist() == [1, 1]
+    assert bool(first["1.weight"][1, 5])  # the largest entry of that channel
+    # later rounds keep the floor among survivors and never revive a pruned weight
+    with torch.no_grad():
+        model[0].weight.mul_(-1)
+        model[1].weight[0, 7] = 5.0  # pruned in round one: must not come back
+    second = magnitude_prune_step(model, first, 0.125, channel_min=1)
+    assert second.kept == 10
+    assert not (second["0.weight"] & ~first["0.weight"]).any()
+    assert not (second["1.weight"] & ~first["1.weight"]).any()
+    assert second["0.weight"].any(dim=1).all() and second["1.weight"].any(dim=1).all()

@@ -965,7 +965,8 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     schedule = imp_density_schedule(spec.density, p.imp_rounds)
     for r, density in enumerate(schedule, start=1):
         plain = _plain_copy(current_model).to(ctx.device)
-        masks = magnitude_prune_step(plain, masks, density, ctx.targets(plain))
+        guard = 1 if p.imp_guard == "channel-min" else 0
+        masks = magnitude_prune_step(plain, masks, density, ctx.targets(plain), guard)
         model = build_model(ctx.cfg.model, spec.seed)
         model.load_state_dict(rewind_state)
         if r < len(schedule):
@@ -974,7 +975,9 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
             current_model = _load_best(model, directory / f"round{r}")
     if masks is None:
         raise InputError("prune.imp_rounds must be >= 1")
-    masks.metadata.update(method="imp", density=spec.density, seed=spec.seed, rounds=schedule)
+    masks.metadata.update(
+        method="imp", density=spec.density, seed=spec.seed, rounds=schedule, guard=p.imp_guard
+    )
     masks = mask_stage(ctx, spec, lambda: masks, check=False)
     result = ctx.train(spec, model, "train", masks)
     model = _load_best(model, directory / "train")

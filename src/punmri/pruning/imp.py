@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from punmri.errors import InputError
 from punmri.pruning.allocation import check_density, kept_count
 from punmri.pruning.masks import Masks
 from punmri.pruning.scorers import magnitude
-from punmri.pruning.selection import select_top_k
-from punmri.pruning.targets import prunable_targets, signature, target_filter, validate_targets
+from punmri.pruning.selection import channel_floor, select_top_k, select_top_k_with_floor
+from punmri.pruning.targets import (
+    output_channel_dim,
+    prunable_targets,
+    signature,
+    target_filter,
+    validate_targets,
+)
 
 
 def imp_density_schedule(final_density: float, rounds: int) -> list[float]:
@@ -32,6 +39,7 @@ def magnitude_prune_step(
     current: Masks | None,
     density: float,
     targets: Sequence[str] | None = None,
+    channel_min: int = 0,
 ) -> Masks:
     """Keep the ``round(density * total)`` largest ``|w|`` among the survivors of ``current``.
 
@@ -40,6 +48,9 @@ def magnitude_prune_step(
         current: masks of the previous round (None for the first); never revived.
         density: kept fraction of *all* target entries after this step (not of the survivors).
         targets: weight names when ``current`` is None (default :func:`prunable_targets`).
+        channel_min: keep at least this many surviving entries (the largest) in every output
+            channel of every target, counted in the density; 0 = one plain global ranking,
+            which can prune a small layer (a denoiser's output layer) away entirely.
 
     Raises:
         InputError: when ``density`` keeps more entries than ``current`` has.
@@ -57,7 +68,18 @@ def magnitude_prune_step(
             f"density {density} keeps {k} entries but the current mask has only {current.kept}; "
             "iterative pruning cannot revive weights"
         )
-    masks = select_top_k(scores, k, current)
+    if channel_min:
+        alive = {
+            n: current[n] if current is not None else torch.ones_like(s, dtype=torch.bool)
+            for n, s in scores.items()
+        }
+        live = {n: s.masked_fill(~alive[n], float("-inf")) for n, s in scores.items()}
+        dims = {n: output_channel_dim(model, n) for n in names}
+        floor = channel_floor(live, channel_min, dims)
+        floor = Masks({n: floor[n] & alive[n] for n in floor})
+        masks = select_top_k_with_floor(live, k, floor)
+    else:
+        masks = select_top_k(scores, k, current)
     masks.metadata.update(
         {"method": "imp", "density": density, "signature": signature(model, names)}
     )
