@@ -140,3 +140,20 @@ def test_magnitude_prune_step_channel_min_keeps_every_output_channel():
     assert not (second["0.weight"] & ~first["0.weight"]).any()
     assert not (second["1.weight"] & ~first["1.weight"]).any()
     assert second["0.weight"].any(dim=1).all() and second["1.weight"].any(dim=1).all()
+
+
+def test_magnitude_prune_step_uniform_keeps_each_layers_share_among_survivors():
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(1.0, 65.0).view(8, 8))
+        model[1].weight.copy_(torch.arange(16.0).view(2, 8) * 0.001)
+    first = magnitude_prune_step(model, None, 0.5, allocation="uniform")
+    assert {n: int(m.sum()) for n, m in first.items()} == {"0.weight": 32, "1.weight": 8}
+    assert first["1.weight"].flatten()[8:].all()  # the largest of that layer
+    with torch.no_grad():
+        model[1].weight[0, 0] = 9.0  # pruned in round one: must not come back
+    second = magnitude_prune_step(model, first, 0.25, allocation="uniform")
+    assert {n: int(m.sum()) for n, m in second.items()} == {"0.weight": 16, "1.weight": 4}
+    assert not (second["1.weight"] & ~first["1.weight"]).any()
+    with pytest.raises(InputError, match="global"):
+        magnitude_prune_step(model, None, 0.5, allocation="erk")

@@ -966,7 +966,9 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     for r, density in enumerate(schedule, start=1):
         plain = _plain_copy(current_model).to(ctx.device)
         guard = 1 if p.imp_guard == "channel-min" else 0
-        masks = magnitude_prune_step(plain, masks, density, ctx.targets(plain), guard)
+        masks = magnitude_prune_step(
+            plain, masks, density, ctx.targets(plain), guard, p.imp_allocation
+        )
         model = build_model(ctx.cfg.model, spec.seed)
         model.load_state_dict(rewind_state)
         if r < len(schedule):
@@ -976,7 +978,12 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
     if masks is None:
         raise InputError("prune.imp_rounds must be >= 1")
     masks.metadata.update(
-        method="imp", density=spec.density, seed=spec.seed, rounds=schedule, guard=p.imp_guard
+        method="imp",
+        density=spec.density,
+        seed=spec.seed,
+        rounds=schedule,
+        allocation=p.imp_allocation,
+        guard=p.imp_guard if p.imp_allocation == "global" else None,
     )
     masks = mask_stage(ctx, spec, lambda: masks, check=False)
     result = ctx.train(spec, model, "train", masks)

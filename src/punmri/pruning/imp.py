@@ -8,10 +8,15 @@ import torch
 from torch import nn
 
 from punmri.errors import InputError
-from punmri.pruning.allocation import check_density, kept_count
+from punmri.pruning.allocation import check_density, kept_count, layer_counts
 from punmri.pruning.masks import Masks
 from punmri.pruning.scorers import magnitude
-from punmri.pruning.selection import channel_floor, select_top_k, select_top_k_with_floor
+from punmri.pruning.selection import (
+    channel_floor,
+    select_by_counts,
+    select_top_k,
+    select_top_k_with_floor,
+)
 from punmri.pruning.targets import (
     output_channel_dim,
     prunable_targets,
@@ -40,6 +45,7 @@ def magnitude_prune_step(
     density: float,
     targets: Sequence[str] | None = None,
     channel_min: int = 0,
+    allocation: str = "global",
 ) -> Masks:
     """Keep the ``round(density * total)`` largest ``|w|`` among the survivors of ``current``.
 
@@ -51,6 +57,9 @@ def magnitude_prune_step(
         channel_min: keep at least this many surviving entries (the largest) in every output
             channel of every target, counted in the density; 0 = one plain global ranking,
             which can prune a small layer (a denoiser's output layer) away entirely.
+        allocation: ``"global"`` (one ranking over all targets, with ``channel_min``) or
+            ``"uniform"`` (every target keeps ``density`` of its entries, ranked within it;
+            :func:`~punmri.pruning.allocation.layer_counts`, exact total).
 
     Raises:
         InputError: when ``density`` keeps more entries than ``current`` has.
@@ -68,7 +77,12 @@ def magnitude_prune_step(
             f"density {density} keeps {k} entries but the current mask has only {current.kept}; "
             "iterative pruning cannot revive weights"
         )
-    if channel_min:
+    if allocation == "uniform":
+        counts = layer_counts({n: sc.numel() for n, sc in scores.items()}, density, "uniform")
+        masks = select_by_counts(scores, counts, current)
+    elif allocation != "global":
+        raise InputError(f"allocation must be 'global' or 'uniform', got {allocation!r}")
+    elif channel_min:
         alive = {
             n: current[n] if current is not None else torch.ones_like(s, dtype=torch.bool)
             for n, s in scores.items()
