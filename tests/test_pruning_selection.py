@@ -155,5 +155,7 @@ def test_magnitude_prune_step_uniform_keeps_each_layers_share_among_survivors():
     second = magnitude_prune_step(model, first, 0.25, allocation="uniform")
     assert {n: int(m.sum()) for n, m in second.items()} == {"0.weight": 16, "1.weight": 4}
     assert not (second["1.weight"] & ~first["1.weight"]).any()
-    with pytest.raises(InputError, match="global"):
-        magnitude_prune_step(model, None, 0.5, allocation="erk")
+    erk = magnitude_prune_step(model, None, 0.5, allocation="erk")
+    assert erk.kept == 40 and erk["1.weight"].any()
+    with pytest.raises(InputError, match="allocation must be one of"):
+        magnitude_prune_step(model, None, 0.5, allocation="layerwise")

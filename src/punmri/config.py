@@ -515,12 +515,12 @@ class PruneConfig:
     check_batches: int = _f(4, "held-out training batches for the mask-vs-control loss check")
     check_shuffles: int = _f(3, "layer-shuffled control masks averaged in that check")
     imp_rounds: int = _f(3, "IMP rounds (train, prune, rewind) to reach the density")
-    imp_allocation: Literal["uniform", "global"] = _f(
+    imp_allocation: Literal["uniform", "erk", "global"] = _f(
         "uniform",
-        "IMP's magnitude ranking: 'uniform' within each layer (every layer keeps the round's "
-        "density; the same per-layer counts as random and pun-uniform), or 'global' one ranking "
-        "over all layers (it pruned the trained ResNet denoiser's output layer to 0 of 576 "
-        "weights at 3% here; see imp_guard)",
+        "IMP's magnitude ranking: within each layer, 'uniform' (every layer keeps the round's "
+        "density; the same per-layer counts as random and pun-uniform) or 'erk', or 'global' one "
+        "ranking over all layers (it pruned the trained ResNet denoiser's output layer to 0 of "
+        "576 weights at 3% here; see imp_guard)",
     )
     imp_guard: Literal["channel-min", "none"] = _f(
         "channel-min",

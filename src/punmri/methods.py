@@ -963,9 +963,9 @@ def _imp(ctx: MethodContext, spec: ModelSpec) -> MethodResult:
             )
     masks: Masks | None = None
     schedule = imp_density_schedule(spec.density, p.imp_rounds)
+    guard = 1 if p.imp_guard == "channel-min" else 0
     for r, density in enumerate(schedule, start=1):
         plain = _plain_copy(current_model).to(ctx.device)
-        guard = 1 if p.imp_guard == "channel-min" else 0
         masks = magnitude_prune_step(
             plain, masks, density, ctx.targets(plain), guard, p.imp_allocation
         )

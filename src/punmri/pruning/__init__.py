@@ -54,6 +54,7 @@ from punmri.pruning.selection import (
     channel_floor,
     select_by_counts,
     select_top_k,
+    select_top_k_channel_min,
     select_top_k_with_floor,
 )
 from punmri.pruning.state_dict import load_masked_state_dict, masked_state_dict
@@ -107,6 +108,7 @@ __all__ = [
     "sample_concrete",
     "select_by_counts",
     "select_top_k",
+    "select_top_k_channel_min",
     "select_top_k_with_floor",
     "set_gate_mode_",
     "set_temperature_",

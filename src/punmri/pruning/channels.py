@@ -302,21 +302,22 @@ def select_channels(
 ) -> Masks:
     """Channel mask keeping the best-scored channels (higher = keep, deterministic ties) with exact
     counts: :func:`channel_counts` per slot for ``uniform``, :func:`global_kept` over all slots
-    (the best channel of every slot always kept) for ``global``; ``whole`` slots keep all."""
+    (the best channel of every slot always kept) for ``global``; ``whole`` slots keep all (their
+    scores, if given, are not read)."""
+    ranked = {s: v for s, v in scores.items() if s not in whole}
     if allocation == "uniform":
-        return select_by_counts(scores, channel_counts(graph, density, whole))
-    if allocation != "global":
+        counts = channel_counts(graph, density, whole)
+        kept = select_by_counts(ranked, {s: counts[s] for s in ranked})
+    elif allocation == "global":
+        floor = select_by_counts(ranked, dict.fromkeys(ranked, 1))
+        kept = select_top_k_with_floor(ranked, global_kept(graph, density, whole), floor)
+    else:
         raise InputError(
             f"prune.channel_allocation: expected one of {list(CHANNEL_ALLOCATIONS)}, "
             f"got {allocation!r}"
         )
-    k = global_kept(graph, density, whole)
-    ranked = {s: v for s, v in scores.items() if s not in whole}
-    floor = select_by_counts(ranked, dict.fromkeys(ranked, 1))
-    kept = select_top_k_with_floor(ranked, k, floor)
-    return Masks(
-        {**kept, **{s: torch.ones(graph.slots[s].channels, dtype=torch.bool) for s in whole}}
-    )
+    full = {s: torch.ones(graph.slots[s].channels, dtype=torch.bool) for s in whole}
+    return Masks({**kept, **full})
 
 
 def random_scores(graph: ChannelGraph, generator: torch.Generator) -> dict[str, Tensor]:
@@ -407,7 +408,6 @@ def channel_search(
                 entry = search_log(step, loss, recon, kl, beta, tau)
                 history.append({**entry, "expected_density": float(p.mean())})
     scores = {s: lg.detach().double().cpu() for s, lg in logits.items()}
-    scores.update({s: torch.ones(graph.slots[s].channels, dtype=torch.float64) for s in whole})
     masks = select_channels(graph, scores, density, allocation, whole)
     masks.metadata["pun_channel"] = {
         "last": history[-1],

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from punmri.errors import InputError
-from punmri.pruning.allocation import check_density, kept_count, layer_counts
+from punmri.pruning.allocation import Allocation, check_density, kept_count, layer_counts
 from punmri.pruning.masks import Masks
 from punmri.pruning.scorers import magnitude
-from punmri.pruning.selection import (
-    channel_floor,
-    select_by_counts,
-    select_top_k,
-    select_top_k_with_floor,
-)
+from punmri.pruning.selection import select_by_counts, select_top_k, select_top_k_channel_min
 from punmri.pruning.targets import (
     output_channel_dim,
     prunable_targets,
@@ -45,7 +39,7 @@ def magnitude_prune_step(
     density: float,
     targets: Sequence[str] | None = None,
     channel_min: int = 0,
-    allocation: str = "global",
+    allocation: Allocation = "global",
 ) -> Masks:
     """Keep the ``round(density * total)`` largest ``|w|`` among the survivors of ``current``.
 
@@ -57,9 +51,10 @@ def magnitude_prune_step(
         channel_min: keep at least this many surviving entries (the largest) in every output
             channel of every target, counted in the density; 0 = one plain global ranking,
             which can prune a small layer (a denoiser's output layer) away entirely.
-        allocation: ``"global"`` (one ranking over all targets, with ``channel_min``) or
-            ``"uniform"`` (every target keeps ``density`` of its entries, ranked within it;
-            :func:`~punmri.pruning.allocation.layer_counts`, exact total).
+        allocation: ``"global"`` (one ranking over all targets, with ``channel_min``), or
+            per-target counts ranked within each target (``"uniform"``: every target keeps
+            ``density`` of its entries; ``"erk"``), from
+            :func:`~punmri.pruning.allocation.layer_counts` with an exact total.
 
     Raises:
         InputError: when ``density`` keeps more entries than ``current`` has.
@@ -77,21 +72,13 @@ def magnitude_prune_step(
             f"density {density} keeps {k} entries but the current mask has only {current.kept}; "
             "iterative pruning cannot revive weights"
         )
-    if allocation == "uniform":
-        counts = layer_counts({n: sc.numel() for n, sc in scores.items()}, density, "uniform")
-        masks = select_by_counts(scores, counts, current)
-    elif allocation != "global":
-        raise InputError(f"allocation must be 'global' or 'uniform', got {allocation!r}")
+    if allocation != "global":
+        shapes = {n: tuple(sc.shape) for n, sc in scores.items()}
+        numels = {n: sc.numel() for n, sc in scores.items()}
+        masks = select_by_counts(scores, layer_counts(numels, density, allocation, shapes), current)
     elif channel_min:
-        alive = {
-            n: current[n] if current is not None else torch.ones_like(s, dtype=torch.bool)
-            for n, s in scores.items()
-        }
-        live = {n: s.masked_fill(~alive[n], float("-inf")) for n, s in scores.items()}
         dims = {n: output_channel_dim(model, n) for n in names}
-        floor = channel_floor(live, channel_min, dims)
-        floor = Masks({n: floor[n] & alive[n] for n in floor})
-        masks = select_top_k_with_floor(live, k, floor)
+        masks = select_top_k_channel_min(scores, k, channel_min, dims, current)
     else:
         masks = select_top_k(scores, k, current)
     masks.metadata.update(

@@ -157,10 +157,13 @@ def channel_floor(
 
 
 def select_top_k_with_floor(
-    scores: Mapping[str, torch.Tensor], k: int, floor: Mapping[str, torch.Tensor]
+    scores: Mapping[str, torch.Tensor],
+    k: int,
+    floor: Mapping[str, torch.Tensor],
+    current: Mapping[str, torch.Tensor] | None = None,
 ) -> Masks:
     """Keep every entry of ``floor`` and the best ``k - |floor|`` other entries (one global ranking
-    over all tensors), so exactly ``k`` in all.
+    over all tensors, among the survivors of ``current`` when given), so exactly ``k`` in all.
 
     Raises:
         InputError: when the floor alone holds more than ``k`` entries.
@@ -172,5 +175,26 @@ def select_top_k_with_floor(
             "use a larger density or a smaller floor"
         )
     alive = {n: ~m.to(torch.bool) for n, m in floor.items()}
+    if current is not None:
+        alive = {n: a & current[n].to(a.device, torch.bool) for n, a in alive.items()}
     rest = select_top_k(scores, k - floor_count, current=alive)
     return Masks({n: rest[n] | floor[n].to(rest[n].device, torch.bool) for n in rest})
+
+
+def select_top_k_channel_min(
+    scores: Mapping[str, torch.Tensor],
+    k: int,
+    per_channel: int,
+    channel_dims: Mapping[str, int],
+    current: Mapping[str, torch.Tensor] | None = None,
+) -> Masks:
+    """One global ranking keeping exactly ``k`` entries, among them the ``per_channel`` best
+    (surviving) entries of every output channel of every tensor (:func:`channel_floor`), so that
+    no layer is pruned away; with ``current``, only its survivors are kept (no revival)."""
+    if current is None:
+        return select_top_k_with_floor(scores, k, channel_floor(scores, per_channel, channel_dims))
+    alive = {n: current[n].to(s.device, torch.bool) for n, s in scores.items()}
+    live = {n: s.masked_fill(~alive[n], float("-inf")) for n, s in scores.items()}
+    floor = channel_floor(live, per_channel, channel_dims)
+    floor = Masks({n: floor[n] & alive[n].to(floor[n].device) for n in floor})
+    return select_top_k_with_floor(scores, k, floor, current)

@@ -44,7 +44,7 @@ from punmri.pruning.pun.gate import (
     prior_kl,
     top_logit_masks,
 )
-from punmri.pruning.selection import channel_floor, select_top_k_with_floor
+from punmri.pruning.selection import select_top_k_channel_min
 from punmri.pruning.targets import stored_weight, validate_targets
 
 
@@ -231,8 +231,9 @@ def _hardened(
     above a per-channel floor) plus every entry of the ``dense`` targets."""
     if channel_min:
         logits = {t: g.logits.detach() for t, g in gates.items()}
-        floor = channel_floor(logits, channel_min, {t: channel_dims[t] for t in gates})
-        masks = select_top_k_with_floor(logits, k, floor)
+        masks = select_top_k_channel_min(
+            logits, k, channel_min, {t: channel_dims[t] for t in gates}
+        )
     else:
         masks = top_logit_masks(gates, k, counts)
     if not dense:
