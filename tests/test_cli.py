@@ -154,6 +154,22 @@ def test_prune_writes_exact_mask_and_refuses_clobber(tmp_path, capsys):
     assert "finds masks at initialisation" in capsys.readouterr().err
 
 
+def test_prune_magnitude_keeps_the_output_layer_of_the_results_denoiser(tmp_path):
+    # a bare global magnitude ranking at 3% keeps none of the ResNet's output-layer weights
+    # (its fan-in is the largest, so its Kaiming weights the smallest); the default guard keeps
+    # the largest weight of each of its two output channels, within the exact count
+    wide = ["model.channels=32", "model.depth=5", "prune.check_batches=1", "prune.check_shuffles=1"]
+    counts = {}
+    for guard in ("channel-min", "none"):
+        out = tmp_path / guard
+        args = ["prune", "--method", "magnitude", "--density", "0.03", "--out", str(out)]
+        assert main([*args, *TINY, *wide, f"prune.magnitude_guard={guard}"]) == 0
+        summary = json.loads((out / "mask.json").read_text())
+        assert summary["kept"] == round(0.03 * summary["total"])
+        counts[guard] = summary["metadata"]["layer_counts"]["denoiser.body.8.weight"]
+    assert counts == {"channel-min": 2, "none": 0}
+
+
 def test_prune_finds_channel_masks(tmp_path, capsys):
     out = tmp_path / "channels"
     args = ["prune", "--method", "random-channel", "--density", "0.5", "--out", str(out), *TINY]

@@ -139,3 +139,33 @@ def test_errors():
         find_mask(model, "snip", 0.5, data=[torch.ones(1)], loss_fn=nn.functional.mse_loss)
     with pytest.raises(InputError, match="steps"):
         find_mask(model, "pun", 0.5, _data(), nn.functional.mse_loss, steps=0)
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp"])
+def test_channel_min_keeps_every_output_channel_at_the_exact_count(method):
+    torch.manual_seed(0)
+    model = ConvNet()
+    with torch.no_grad():
+        model.c3.weight.mul_(1e-4)  # the small output layer a global magnitude ranking drops
+    total = 4 * 9 + 16 * 9 + 4
+    plain = _find(model, "magnitude", 0.1)
+    assert int(plain["c3.weight"].sum()) == 0
+    masks = find_mask(
+        model,
+        method,
+        0.1,
+        _data(),
+        nn.functional.mse_loss,
+        generator=torch.Generator().manual_seed(0),
+        channel_min=1,
+    )
+    assert masks.kept == round(0.1 * total)
+    for name, mask in masks.items():
+        assert mask.flatten(1).any(dim=1).all(), (method, name)  # every output channel
+    assert masks.metadata["options"] == {"channel_min": 1}
+    with pytest.raises(InputError, match="channel_min.*allocation 'uniform'"):
+        _find_with(model, method, allocation="uniform", channel_min=1)
+
+
+def _find_with(model, method, **kwargs):
+    return find_mask(model, method, 0.1, _data(), nn.functional.mse_loss, **kwargs)

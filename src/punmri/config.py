@@ -467,6 +467,14 @@ class PruneConfig:
         "weight of every output channel of every layer; 'first-last' the first and last layer "
         "of each denoiser whole; 'none' nothing (prunes the output layer away at init here)",
     )
+    magnitude_guard: Literal["channel-min", "none"] = _f(
+        "channel-min",
+        "magnitude and magnitude-at with allocation global keep, counted in the density, "
+        "'channel-min' the largest weight of every output channel of every layer, or 'none' "
+        "nothing: the bare global magnitude ranking pruned the ResNet denoiser's output layer "
+        "to 0 of 576 weights at 3% here, at initialisation and after training (snip, grasp and "
+        "synflow rank as published)",
+    )
     include: tuple[str, ...] = _f(
         (),
         "only prune weights matching these fnmatch patterns (channel-level methods: only the "

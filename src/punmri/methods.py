@@ -473,6 +473,8 @@ def find_method_mask(
         data = ctx.batches(spec.seed, p.pun_uniform.steps, SEARCH_OFFSET)
         opts["config"] = p.pun_uniform
         allocation = allocation or p.pun_allocation
+    elif method == "magnitude" and (allocation or p.allocation) == "global":
+        opts["channel_min"] = 1 if p.magnitude_guard == "channel-min" else 0
     elif method == "synflow":
         # data-free: the batch only supplies the input shape and an operator (the input is all
         # ones), so one slice is enough (a quarter of the cost of a batch of four)
@@ -493,6 +495,8 @@ def find_method_mask(
         masks.metadata["preset"] = method
         if method == "pun":
             masks.metadata["guard"] = p.pun_guard
+    if "channel_min" in opts and method == "magnitude":
+        masks.metadata["guard"] = p.magnitude_guard
     return masks
 
 

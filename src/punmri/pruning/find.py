@@ -22,7 +22,7 @@ from punmri.pruning.masks import Masks
 from punmri.pruning.model_calls import take_batches
 from punmri.pruning.pun import PunSearchConfig, pun_search
 from punmri.pruning.scorers import SCORERS
-from punmri.pruning.selection import select_by_counts, select_top_k
+from punmri.pruning.selection import select_by_counts, select_top_k, select_top_k_channel_min
 from punmri.pruning.targets import (
     output_channel_dim,
     prunable_targets,
@@ -37,10 +37,10 @@ METHODS: tuple[str, ...] = ("random", "magnitude", "snip", "grasp", "synflow", "
 DATA_METHODS: frozenset[str] = frozenset({"snip", "grasp", "pun"})
 #: extra keyword options each method accepts
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "random": (),
-    "magnitude": (),
-    "snip": ("num_batches",),
-    "grasp": ("num_batches",),
+    "random": ("channel_min",),
+    "magnitude": ("channel_min",),
+    "snip": ("num_batches", "channel_min"),
+    "grasp": ("num_batches", "channel_min"),
     "synflow": ("iterations", "input_shape", "input_factory"),
     "pun": ("config", "dense_layers", "channel_min", *PunSearchConfig.field_names()),
 }
@@ -91,9 +91,12 @@ def find_mask(
             draws are made on the CPU and moved, and the returned masks are on the CPU.
         **opts: per-method options, see :data:`METHOD_OPTIONS`: ``num_batches`` (snip/grasp: use
             only the first N batches), ``iterations``/``input_shape``/``input_factory`` (synflow),
-            ``config`` and/or any :class:`PunSearchConfig` field, ``dense_layers`` (target names
-            kept whole, counted in the density) and ``channel_min`` (entries kept in every output
-            channel, counted in the density) (pun; the last two with the global allocation).
+            ``config`` and/or any :class:`PunSearchConfig` field and ``dense_layers`` (target names
+            kept whole, counted in the density; pun with the global allocation), and
+            ``channel_min`` (random, magnitude, snip, grasp, pun; global allocation only): the
+            best-scored ``channel_min`` entries of every output channel of every target are kept,
+            counted in the density, the global ranking shares the rest (a bare global ranking can
+            prune a small layer, e.g. a denoiser's output layer, away entirely).
 
     Returns:
         :class:`Masks` whose metadata has ``method``, ``density``, ``allocation``, ``seed``,
@@ -136,6 +139,12 @@ def find_mask(
     if k == 0:
         raise InputError(f"density {density} keeps 0 of {total} weights; use a larger density")
     counts = layer_counts(numels, density, allocation, shapes)
+    if opts.get("channel_min") and counts is not None:
+        raise InputError(
+            f"channel_min keeps entries of every output channel within one global ranking; it "
+            f"does not apply to allocation {allocation!r} (exact per-layer counts already keep "
+            "every layer): use allocation 'global' or drop channel_min"
+        )
 
     diagnostics: dict[str, Any] = {}
     with count_passes(model) as cost:
@@ -161,13 +170,20 @@ def find_mask(
             diagnostics = {**masks.metadata, "pun_history": history}
         else:
             extra = dict(opts)
+            channel_min = extra.pop("channel_min", 0)
             batches = data
             if method in ("snip", "grasp"):
                 batches = take_batches(data, extra.pop("num_batches", None))
             if method == "synflow":
                 extra.update(density=density, counts=counts)
             scores = SCORERS[method](model, names, batches, loss_fn, generator, **extra)
-            masks = select_top_k(scores, k) if counts is None else select_by_counts(scores, counts)
+            if counts is not None:
+                masks = select_by_counts(scores, counts)
+            elif channel_min:
+                dims = {t: output_channel_dim(model, t) for t in names}
+                masks = select_top_k_channel_min(scores, k, channel_min, dims)
+            else:
+                masks = select_top_k(scores, k)
     metadata = {
         "method": method,
         "density": density,
