@@ -22,7 +22,8 @@ dense, PUN and random without BatchNorm (``runs/results/REGIME-nobn``) for the e
 grid (``model.norm=batch model.init_output_gain=1``).
 
 Usage: ``python benchmarks/results.py [--regimes R ...] [--jobs N] [--config FILE] [overrides]``;
-``--from-runs`` trains nothing and only rebuilds the reports and the document from finished runs.
+``--from-runs`` trains nothing and only rebuilds the reports and the document from finished runs;
+``--plan`` lists what is left to train.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 
 from _docs import machine, punmri_run
 
-from punmri.config import load_config
+from punmri.config import RunConfig, load_config
 from punmri.io import write_json_atomic
 from punmri.pipeline import model_specs, report_run
 from punmri.report.regimes import GRID, NO_BATCHNORM, NO_BATCHNORM_METHODS, REGIMES, RegimeRun
@@ -60,8 +61,8 @@ class Job:
         out: its run directory.
         seed: the seed of every network of the job.
         networks: ``NAME:SEED`` entries for ``--only``.
-        weight: its expected cost in optimizer steps (training steps of every network, plus
-            the search steps of ``pun``), to start the largest jobs first.
+        weight: its expected cost in optimizer steps (:func:`network_steps` of its networks), to
+            start the largest jobs first.
     """
 
     run: str
@@ -69,6 +70,16 @@ class Job:
     seed: int
     networks: tuple[str, ...]
     weight: int
+
+
+def network_steps(cfg: RunConfig, method: str) -> int:
+    """The optimizer steps of one ``method`` network: its training, plus the mask search of
+    ``pun``/``pun-uniform`` or the pruning rounds IMP trains beyond the seed's dense network."""
+    p = cfg.prune
+    extra = {"pun": p.pun.steps, "pun-uniform": p.pun_uniform.steps}.get(method, 0)
+    if method == "imp":
+        extra = (p.imp_rounds - 1) * (p.imp_round_steps or cfg.train.steps)
+    return cfg.train.steps + extra
 
 
 def training_jobs(
@@ -84,12 +95,19 @@ def training_jobs(
             if not (spec.directory(out) / "costs.json").is_file():
                 by_seed.setdefault(spec.seed, []).append(spec)
         for seed, specs in by_seed.items():
-            weight = sum(
-                cfg.train.steps + (cfg.prune.pun.steps if s.method == "pun" else 0) for s in specs
-            )
+            weight = sum(network_steps(cfg, s.method) for s in specs)
             names = tuple(f"{s.name}:{s.seed}" for s in specs)
             jobs.append(Job(label, out, seed, names, weight))
     return sorted(jobs, key=lambda j: -j.weight)
+
+
+def print_plan(jobs: list[Job], cost_path: Path) -> None:
+    """The jobs still to run, largest first, and the wall time spent so far (``--plan``)."""
+    for job in jobs:
+        print(f"{job.run:18s} seed {job.seed}  {job.weight:6d} steps  {' '.join(job.networks)}")
+    steps = sum(job.weight for job in jobs)
+    spent = CostLog.read(cost_path).get("wall_s", 0.0) / 3600
+    print(f"{len(jobs)} jobs, {steps} optimizer steps to go; {spent:.1f} h spent so far")
 
 
 def in_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> list[Any]:
@@ -200,6 +218,12 @@ def main() -> None:
         help="train nothing: rebuild each regime's metrics and report from its per-slice results "
         "(`punmri report`) and write the document",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="train nothing: list the unfinished networks, one line per job (regime, seed, "
+        "networks, optimizer steps), and exit",
+    )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every regime")
     args = parser.parse_args()
     if args.batchnorm_regimes and load_config(args.config, args.overrides).model.norm == "none":
@@ -221,6 +245,9 @@ def main() -> None:
     threads = f"train.threads={max(1, (os.cpu_count() or 1) // max(1, args.jobs))}"
     overrides = {r: [*o, f"name=results-{every[r].name}", threads] for r, o in overrides.items()}
     cost_path = root / "cost.json"
+    if args.plan:
+        print_plan(training_jobs(args.config, every, overrides), cost_path)
+        return
     if args.from_runs:
         done = {r: report_run(out, progress=False) for r, out in every.items()}
         cost = CostLog.read(cost_path)

@@ -206,7 +206,8 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     jobs = script.training_jobs(config, runs, overrides)
     assert len(jobs) == 3 * 5  # seeds 0-4 of each regime
     first = jobs[0]
-    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 1600 + 3000)
+    # 8 trainings, PUN's 3000 search steps, pun-uniform's 300, IMP's second round
+    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 1600 + 3000 + 300 + 1600)
     assert [j.weight for j in jobs] == sorted((j.weight for j in jobs), reverse=True)
     for job in jobs:
         names = [n.rpartition(":")[0] for n in job.networks]
@@ -218,6 +219,21 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     assert [n for n in fresh[4].networks] == ["dense:4", "pun:4"]
     didn = {j.seed: j for j in jobs if j.run == "fresh-full-didn"}
     assert didn[0].networks == ("dense:0", "pun:0", "pun-shuffled:0")
+
+
+def test_results_plan_lists_what_is_left_and_trains_nothing(script, tmp_path, monkeypatch, capsys):
+    finished = tmp_path / "fresh-full-didn" / "models" / "dense" / "seed4" / "costs.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    script.CostLog(tmp_path / "cost.json", jobs=2).write()
+    args = ["results.py", "--plan", "--out", str(tmp_path), "--regimes", "fresh-full-didn"]
+    monkeypatch.setattr(sys, "argv", args)
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("5 jobs, ") and "0.0 h spent so far" in lines[-1]
+    assert lines[-2].split()[:3] == ["fresh-full-didn", "seed", "4"]  # the smallest, dense done
+    assert lines[-2].endswith("pun:4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.json", "fresh-full-didn"]
 
 
 def test_results_cost_log_adds_up_sessions(script, tmp_path):
