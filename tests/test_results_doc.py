@@ -387,20 +387,38 @@ def test_verdict_table_states_pun_against_the_three_references(synthetic):
         "PUN beats all three, ID and OOD? |"
     )
     assert _row(table, "| fixed-small |") == (
-        f"| fixed-small | {EXACT} better | {EXACT} better | +2.50 [+2.50, +2.50] better | "
-        "+2.00 [+2.00, +2.00] better | +0.50 [+0.50, +0.50] better | -0.50 [-0.50, -0.50] worse "
-        "| no: better in 5 of 6, worse in 1 |"
+        f"| fixed-small | {EXACT} better† | {EXACT} better† | +2.50 [+2.50, +2.50] better† | "
+        "+2.00 [+2.00, +2.00] better† | +0.50 [+0.50, +0.50] better† | "
+        "-0.50 [-0.50, -0.50] worse† | no: better in 5 of 6, worse in 1 |"
     )
     fresh = _row(table, "| fresh-small |")
     assert fresh.startswith("| fresh-small | +0.00 [-0.50, +0.50] level | ")
-    assert fresh.endswith(" | - | - | -1.00 [-1.50, -0.50] worse | -2.00 [-2.50, -1.50] worse | "
-                          "no: better in 0 of 4, worse in 2 (no dense-narrow) |")  # fmt: skip
+    assert fresh.endswith(" | - | - | -1.00 [-1.50, -0.50] worse† | -2.00 [-2.50, -1.50] worse† "
+                          "| no: better in 0 of 4, worse in 2 (no dense-narrow) |")  # fmt: skip
+    assert table[-1].startswith(
+        "† also at the Bonferroni level: the interval at 99.50% (95% shared "
+    )
+    assert "table's 10 comparisons" in table[-1]  # 6 + 4: fresh-small has no dense-narrow
     everywhere = {"fixed-small": regimes["fixed-small"]}
     records = [r for r in everywhere["fixed-small"].records if "shuffled" not in r.method]
     only = {"x": dataclasses.replace(everywhere["fixed-small"], records=records)}
     assert _row(verdict_table(only), "| x |").endswith(
         "| yes, where tested: better in 4 of 4, worse in 0 (no pun-shuffled) |"
     )
+
+
+def test_verdict_marks_only_the_calls_that_survive_bonferroni(tmp_path):
+    # ID: pun - dense per slice (-0.5, 1, 2, 2): its 95% interval excludes 0, the 97.5% one
+    # (Bonferroni over the 2 comparisons, ID and OOD against dense) does not; OOD: exactly +1
+    records = _records({"pun": lambda s, i: (-0.5, 1.0, 2.0, 2.0)[i] if s == "id" else 1.0})
+    config = {**CONFIG, "methods": ["dense", "pun"], "prune": {"density": 0.3}}
+    run = RegimeRun(tmp_path / "x", _metrics(records, {"pun": 0.3}, config), records)
+    table = verdict_table({"x": run})
+    assert _row(table, "| x |").startswith(
+        "| x | +1.12 [+0.12, +2.00] better | +1.00 [+1.00, +1.00] better† | - | - | - | - |"
+    )
+    assert "interval at 97.50% (95% shared by the table's 2 comparisons" in table[-1]
+    assert "about 0.1 could exclude 0 by chance" in table[-1]
 
 
 def test_overfitting_lines_read_the_histories_and_the_final_checkpoints(synthetic):

@@ -67,19 +67,49 @@ def _verdict_cell(line: Summary | None, key: str) -> str:
     return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}"
 
 
+#: Bootstrap replicates of the Bonferroni-level intervals of the verdict table (their tails
+#: hold 0.05 / (2 N) of the replicates: 2000 would leave a handful to a tail).
+BONFERRONI_BOOT = 20000
+
+_KEYS = ("id_delta_psnr", "ood_delta_psnr")
+
+
+def _bonferroni_holds(run: RegimeRun, ref: str, key: str, sign: int, level: float) -> bool:
+    """Whether PUN minus ``ref`` keeps ``sign`` when its interval is drawn at ``level``."""
+    line = paired_summary(
+        run.records, "pun", ref, run.test_seed, level=level, n_boot=BONFERRONI_BOOT
+    )
+    return line is not None and significance(line[key]) == sign
+
+
 def verdict_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
     """Table: a row per regime, ID and OOD columns per reference of
     :data:`~punmri.report.regimes.VERDICT_REFERENCES`: PUN minus it at the best-validation
-    checkpoints (over the seeds both trained), and whether PUN beats all of them in both."""
+    checkpoints (over the seeds both trained), and whether PUN beats all of them in both; then
+    a footnote. A word marked ``†`` (better / worse) also holds when every interval of the table
+    is drawn at the Bonferroni level ``1 - 0.05 / N`` for its ``N`` tested comparisons."""
     columns = [f"pun - {r}: {part}" for r in VERDICT_REFERENCES for part in ("ID", "OOD")]
     lines = _header(["regime"], [*columns, "PUN beats all three, ID and OOD?"])
+    rows = {
+        label: {
+            ref: paired_summary(run.records, "pun", ref, run.test_seed)
+            for ref in VERDICT_REFERENCES
+        }
+        for label, run in regimes.items()
+    }
+    n_tests = sum(line is not None for row in rows.values() for line in row.values()) * len(_KEYS)
+    level = 1 - 0.05 / max(n_tests, 1)
     for label, run in regimes.items():
         cells, signs = [], []
-        for ref in VERDICT_REFERENCES:
-            line = paired_summary(run.records, "pun", ref, run.test_seed)
-            for key in ("id_delta_psnr", "ood_delta_psnr"):
-                cells.append(_verdict_cell(line, key))
-                signs.append(None if line is None else significance(line[key]))
+        for ref, line in rows[label].items():
+            for key in _KEYS:
+                cell, sign = _verdict_cell(line, key), None
+                if line is not None:
+                    sign = significance(line[key])
+                    if sign and _bonferroni_holds(run, ref, key, sign, level):
+                        cell += "†"
+                cells.append(cell)
+                signs.append(sign)
         tested = [s for s in signs if s is not None]
         missing = [r for r, s in zip(VERDICT_REFERENCES, signs[::2], strict=True) if s is None]
         answer = "yes" if tested and tested.count(1) == len(tested) else "no"
@@ -89,7 +119,13 @@ def verdict_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
         if missing:
             answer += f" (no {', '.join(missing)})"
         lines.append(f"| {label} | " + " | ".join([*cells, answer]) + " |")
-    return lines
+    note = (
+        f"† also at the Bonferroni level: the interval at {100 * level:.2f}% (95% shared by "
+        f"the table's {n_tests} comparisons; {BONFERRONI_BOOT} bootstrap replicates) excludes 0 "
+        "as well. Unmarked better / worse calls are per comparison: with this many, about "
+        f"{0.05 * n_tests:.1f} could exclude 0 by chance if no difference were real."
+    )
+    return [*lines, "", note]
 
 
 def overfitting_lines(regimes: Mapping[str, RegimeRun]) -> list[str]:

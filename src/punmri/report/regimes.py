@@ -218,9 +218,12 @@ def paired_summary(
     reference: str,
     seed: int,
     suites: Collection[str] | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
 ) -> Summary | None:
-    """ID and mean OOD paired differences ``method - reference`` (PSNR and SSIM, bootstrap 95%
-    CIs) from per-slice records, over the seeds both methods trained (:func:`shared_seeds`).
+    """ID and mean OOD paired differences ``method - reference`` (PSNR and SSIM, hierarchical
+    bootstrap CIs at ``level`` from ``n_boot`` replicates) from per-slice records, over the
+    seeds both methods trained (:func:`shared_seeds`).
 
     Args:
         records: per-slice records holding both methods (``NAME`` or ``NAME#sS``).
@@ -240,8 +243,10 @@ def paired_summary(
         return None
     if suites is not None:
         records = [r for r in records if r.suite == "id" or r.suite in suites]
-    stats = suite_statistics(records, [method], reference=reference, seed=seed)
-    return summary_line(stats, method, seed=seed)
+    stats = suite_statistics(
+        records, [method], reference=reference, n_boot=n_boot, level=level, seed=seed
+    )
+    return summary_line(stats, method, n_boot=n_boot, level=level, seed=seed)
 
 
 def psnr_by_network(records: Sequence[SliceRecord]) -> dict[tuple[str, int | None], dict]:
