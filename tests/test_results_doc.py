@@ -20,6 +20,7 @@ from punmri.report.regime_tables import (
     control_table,
     density_table,
     hard_shift_table,
+    mask_table,
     overfitting_lines,
     quality_table,
     regime_map,
@@ -419,6 +420,32 @@ def test_verdict_marks_only_the_calls_that_survive_bonferroni(tmp_path):
     )
     assert "interval at 97.50% (95% shared by the table's 2 comparisons" in table[-1]
     assert "about 0.1 could exclude 0 by chance" in table[-1]
+
+
+def _write_mask_json(run_dir: Path, method: str, seed: int, kept: list[float], check=None):
+    layers = [{"name": f"l{i}.weight", "density": d} for i, d in enumerate(kept)]
+    path = run_dir / "models" / method / f"seed{seed}" / "mask.json"
+    path.parent.mkdir(parents=True, exist_ok=True)  # the fixture wrote histories there
+    meta = {"check": check} if check else {}
+    path.write_text(json.dumps({"layers": layers, "metadata": meta}))
+
+
+def test_mask_table_reads_each_seeds_mask_and_its_untrained_loss_check(synthetic):
+    regimes, _ = synthetic
+    assert mask_table(regimes) == []  # no run saved a mask
+    run = regimes["fixed-small"].run_dir
+    for seed, (first, loss) in enumerate([(0.1, 0.5), (0.3, 0.7)]):
+        check = {"loss_dense": 1.0, "loss_mask": loss, "loss_shuffled_mean": loss + 0.25}
+        _write_mask_json(run, "pun", seed, [first, 0.02, 0.05], check)
+    _write_mask_json(run, "snip", 0, [0.01 * i for i in range(1, 11)])  # deep: its extremes
+    table = mask_table(regimes)
+    assert table[2] == "| fixed-small | `pun` | 2 | 20.0 / 2.0 / 5.0 | 1.0000 / 0.6000 / 0.8500 |"
+    assert table[3] == (
+        "| fixed-small | `snip` | 1 | 10 layers: 1.0 (`l0.weight`) to 10.0 (`l9.weight`) | - |"
+    )
+    assert len(table) == 4
+    text = results_document(regimes, "cmd")
+    assert "## What the masks keep" in text and table[2] in text.splitlines()
 
 
 def test_overfitting_lines_read_the_histories_and_the_final_checkpoints(synthetic):

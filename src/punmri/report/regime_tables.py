@@ -9,6 +9,7 @@ over-fitting lines; the other tables show the best-validation checkpoints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -266,6 +267,63 @@ def control_table(contrasts: Mapping[str, Mapping[str, Summary]]) -> list[str]:
     for label, per in contrasts.items():
         lines.append(f"| {label} | " + " | ".join(_id_ood(per.get(c)) for c in CONTROLS) + " |")
     return lines
+
+
+#: The masks :func:`mask_table` describes, in its row order (those a run has).
+MASK_METHODS = ("pun", "pun-uniform", "random", "snip")
+#: Layers listed one by one in :func:`mask_table`; deeper denoisers show their extremes.
+MAX_LAYERS_LISTED = 8
+
+
+def _mask_files(run: RegimeRun, method: str) -> list[dict[str, Any]]:
+    """The ``mask.json`` of every seed of ``method`` in ``run`` that has one."""
+    paths = sorted((run.run_dir / "models" / method).glob("seed*/mask.json"))
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def _kept_per_layer(masks: list[dict[str, Any]]) -> str:
+    """Kept percentage per layer, mean over the masks, in layer order; with more than
+    :data:`MAX_LAYERS_LISTED` layers only the smallest and largest with their names."""
+    names = [layer["name"] for layer in masks[0]["layers"]]
+    kept = {
+        name: 100 * float(np.mean([m["layers"][i]["density"] for m in masks]))
+        for i, name in enumerate(names)
+    }
+    if len(kept) <= MAX_LAYERS_LISTED:
+        return " / ".join(f"{v:.1f}" for v in kept.values())
+    low, high = min(kept, key=kept.get), max(kept, key=kept.get)
+    return f"{len(kept)} layers: {kept[low]:.1f} (`{low}`) to {kept[high]:.1f} (`{high}`)"
+
+
+def mask_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
+    """Table: a row per regime and mask method of :data:`MASK_METHODS` (read from each seed's
+    ``mask.json``): the kept percentage of every layer and the loss of the *untrained* network
+    on held-out training batches, dense, under the mask and under layer-shuffled copies of it
+    (the loss PUN's search minimises; means over seeds). Empty when no run has a mask."""
+    lines = _header(
+        ["regime", "mask", "seeds"],
+        [
+            "kept per layer (%), in the order of the network",
+            "untrained loss: dense / mask / shuffled",
+        ],
+    )
+    rows = []
+    for label, run in regimes.items():
+        for method in MASK_METHODS:
+            masks = _mask_files(run, method)
+            if not masks:
+                continue
+            checks = [m["metadata"]["check"] for m in masks if "check" in m["metadata"]]
+            loss = "-"
+            if checks:
+                means = [
+                    np.mean([c[key] for c in checks])
+                    for key in ("loss_dense", "loss_mask", "loss_shuffled_mean")
+                ]
+                loss = " / ".join(f"{v:.4f}" for v in means)
+            cells = [label, f"`{method}`", str(len(masks)), _kept_per_layer(masks), loss]
+            rows.append("| " + " | ".join(cells) + " |")
+    return [*lines, *rows] if rows else []
 
 
 def quality_table(regimes: Mapping[str, RegimeRun]) -> list[str]:

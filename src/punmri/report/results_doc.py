@@ -24,6 +24,7 @@ from .regime_tables import (
     control_table,
     density_table,
     hard_shift_table,
+    mask_table,
     overfitting_lines,
     quality_table,
     regime_map,
@@ -113,6 +114,24 @@ def _batchnorm_section(
         "Paired differences (same slices and seeds, bootstrap 95% CIs):",
         "",
         *differences,
+        "",
+    ]
+
+
+def _mask_section(regimes: Mapping[str, RegimeRun]) -> list[str]:
+    """What the masks keep (:func:`mask_table`), when the runs saved masks."""
+    table = mask_table(regimes)
+    if not table:
+        return []
+    return [
+        "## What the masks keep",
+        "",
+        "Kept percentage of each layer (mean over seeds) and the loss of the untrained "
+        "network on held-out training batches (the loss PUN's search minimises): when the "
+        "mask and its layer-shuffled copies give the same loss, the search has found nothing "
+        "beyond its per-layer counts on its own objective.",
+        "",
+        *table,
         "",
     ]
 
@@ -237,6 +256,7 @@ def results_document(
         "",
         *control_table(contrasts),
         "",
+        *_mask_section(regimes),
         "## How good the reference is",
         "",
         "Mean PSNR (dB) in distribution and over the shifted suites:",
