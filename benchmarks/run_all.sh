@@ -21,3 +21,6 @@ $PY data_pipeline.py
 $PY compute.py
 $PY structured.py
 $PY fastmri_synth.py
+$PY overfit.py --jobs 2
+# reads the masks of the results grid (python benchmarks/results.py --jobs 2, ~6.5 h): skipped without them
+if [ -d ../runs/results ]; then $PY search_objective.py; fi

@@ -244,20 +244,34 @@ def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, A
     """Loss of the *untrained* network on held-out training batches: dense, under ``masks``, and
     under layer-shuffled copies of ``masks`` (same per-layer counts; the fair control), computed
     on ``ctx.device`` (the shuffles are drawn on the CPU, so they are the same on any device)."""
-    cfg = ctx.cfg
-    loss_fn = get_loss(cfg.train.loss)
-    data = list(ctx.batches(spec.seed, cfg.prune.check_batches, CHECK_OFFSET))
+    data = check_batches(ctx, spec.seed)
 
     def loss_of(m: Masks | None) -> float:
-        model = build_model(cfg.model, spec.seed).to(ctx.device)
-        if m is not None:
-            apply(model, m)
-        model.train()  # the mode the search ran in (batch statistics in normalisation layers)
-        return sum(float(loss_fn(model(*x), y)) for x, y in data) / len(data)
+        return untrained_loss(ctx, spec.seed, m, data)
 
     gen = torch.Generator().manual_seed(spec.seed + REINIT_OFFSET)
-    shuffled = [loss_of(masks.shuffled_within_layers(gen)) for _ in range(cfg.prune.check_shuffles)]
+    shuffled = [
+        loss_of(masks.shuffled_within_layers(gen)) for _ in range(ctx.cfg.prune.check_shuffles)
+    ]
     return check_record(loss_of(None), loss_of(masks), shuffled)
+
+
+def check_batches(ctx: MethodContext, seed: int) -> list[Any]:
+    """The held-out training batches of :func:`mask_check` for ``seed`` (on ``ctx.device``)."""
+    return list(ctx.batches(seed, ctx.cfg.prune.check_batches, CHECK_OFFSET))
+
+
+def untrained_loss(ctx: MethodContext, seed: int, masks: Masks | None, data: list[Any]) -> float:
+    """Mean training loss on ``data`` of the freshly initialised network of ``seed`` (under
+    ``masks``, or dense for None), in training mode (the mode PUN's search runs in: batch
+    statistics in normalisation layers), on ``ctx.device``."""
+    loss_fn = get_loss(ctx.cfg.train.loss)
+    model = build_model(ctx.cfg.model, seed).to(ctx.device)
+    if masks is not None:
+        apply(model, masks)
+    model.train()
+    with torch.no_grad():
+        return sum(float(loss_fn(model(*x), y)) for x, y in data) / len(data)
 
 
 def check_record(dense: float, mask: float, controls: list[float]) -> dict[str, Any]:
