@@ -27,7 +27,7 @@ import torch
 from _docs import machine, write_section
 
 from punmri.config import load_config
-from punmri.methods import MethodContext, check_batches, untrained_loss
+from punmri.methods import REINIT_OFFSET, MethodContext, check_batches, untrained_loss
 from punmri.pipeline import load_run_data
 from punmri.pruning import Masks
 from punmri.report.regime_tables import MASK_METHODS
@@ -36,9 +36,15 @@ from punmri.report.regimes import GRID
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Layer-shuffled copies of each mask evaluated with rescaled weights.
+SHUFFLES = 3
+
+
 def regime_losses(run_dir: Path) -> dict[str, dict[str, list[float]]]:
-    """Per mask method of ``run_dir``: the losses ``dense``, ``mask`` and ``pruned`` (every
-    weight pruned) of each seed that has a mask, in seed order."""
+    """Per mask method of ``run_dir``: the losses ``dense``, ``mask``, ``pruned`` (every weight
+    pruned) and ``rescaled`` (the mask with its kept weights scaled by 1/sqrt(layer density)) of
+    each seed that has a mask, in seed order, and ``rescaled_shuffled`` (:data:`SHUFFLES`
+    layer-shuffled copies of each, rescaled)."""
     cfg = load_config(run_dir / "config.yaml")
     ctx = MethodContext(cfg, run_dir, load_run_data(cfg), progress=False)
     per_seed: dict[int, tuple[list, float, float]] = {}
@@ -53,10 +59,17 @@ def regime_losses(run_dir: Path) -> dict[str, dict[str, list[float]]]:
                 dense = untrained_loss(ctx, seed, None, data)
                 per_seed[seed] = (data, dense, untrained_loss(ctx, seed, silent, data))
             data, dense, pruned = per_seed[seed]
-            entry = out.setdefault(method, {"dense": [], "mask": [], "pruned": []})
+            keys = ("dense", "mask", "pruned", "rescaled", "rescaled_shuffled")
+            entry = out.setdefault(method, {k: [] for k in keys})
             entry["dense"].append(dense)
             entry["mask"].append(untrained_loss(ctx, seed, masks, data))
             entry["pruned"].append(pruned)
+            entry["rescaled"].append(untrained_loss(ctx, seed, masks, data, rescale=True))
+            gen = torch.Generator().manual_seed(seed + REINIT_OFFSET)
+            shuffled = [masks.shuffled_within_layers(gen) for _ in range(SHUFFLES)]
+            entry["rescaled_shuffled"] += [
+                untrained_loss(ctx, seed, m, data, rescale=True) for m in shuffled
+            ]
     return out
 
 
@@ -65,8 +78,9 @@ def table(losses: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
     between the masked and the all-pruned loss over the seeds."""
     lines = [
         "| regime | mask | seeds | loss dense | loss under the mask | loss, every weight pruned "
-        "| largest gap mask vs pruned (relative) |",
-        "|---|---|---|---|---|---|---|",
+        "| largest gap mask vs pruned (relative) | rescaled: mask | rescaled: layer-shuffled "
+        "(min-max) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for regime, per_method in losses.items():
         for method, entry in per_method.items():
@@ -80,6 +94,8 @@ def table(losses: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
                 f"{mask.mean():.5f}",
                 f"{pruned.mean():.5f}",
                 f"{100 * gap:.2f}%",
+                f"{np.mean(entry['rescaled']):.4f}",
+                f"{min(entry['rescaled_shuffled']):.4f}-{max(entry['rescaled_shuffled']):.4f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -105,7 +121,10 @@ def main() -> None:
             f"Machine: {machine()}. The masks of the results grid (`{args.runs}`) at their "
             "seeds so far; losses are the untrained network's training loss on the held-out "
             "batches of the mask check (means over seeds); *every weight pruned* keeps no "
-            "weight of the denoiser (only its biases).",
+            "weight of the denoiser (only its biases). *Rescaled*: each layer's kept weights "
+            "multiplied by 1/sqrt(its kept fraction) (the signal-propagation scaling of Lee et "
+            "al. 2020), the mask itself and "
+            f"{SHUFFLES} layer-shuffled copies per seed (min-max over all of them).",
             "",
             *table(losses),
         ]

@@ -15,6 +15,7 @@ from punmri.pruning import (
     masked_state_dict,
     register_optimizer_hook,
     remove,
+    rescale_kept_,
     zero_pruned_,
 )
 
@@ -63,6 +64,30 @@ def test_apply_zeroes_raw_and_effective():
     _check_zero(model, masks)
     kept = masks["conv.weight"]
     assert torch.equal(model.conv.weight[kept], before[kept])
+
+
+def test_rescale_kept_scales_each_layer_by_its_kept_fraction_and_preserves_the_variance():
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    kept = {"conv.weight": 3, "mix.weight": 1, "head.weight": 0}  # of 27, 27 and 1 entries
+    masks = Masks(
+        {n: torch.arange(before[n].numel()).view_as(before[n]) < k for n, k in kept.items()}
+    )
+    apply(rescale_kept_(model, masks), masks)
+    conv, mix = masks["conv.weight"], masks["mix.weight"]
+    assert torch.allclose(model.conv.weight[conv], before["conv.weight"][conv] * 3)
+    assert torch.allclose(model.mix.weight[mix], before["mix.weight"][mix] * 27**0.5)
+    assert torch.equal(model.head.weight, torch.zeros_like(model.head.weight))  # kept nothing
+    assert torch.equal(model.conv.bias, before["conv.bias"])  # biases untouched
+    _check_zero(model, masks)
+    # a random 10% of a wide layer: the rescaled output variance is the dense one's
+    torch.manual_seed(0)
+    wide = nn.Linear(4000, 200, bias=False).requires_grad_(False)
+    x = torch.randn(64, 4000)
+    dense_var = float(wide(x).var())
+    sparse = find_mask(wide, "random", 0.1, allocation="uniform")
+    apply(rescale_kept_(wide, sparse), sparse)
+    assert float(wide(x).var()) == pytest.approx(dense_var, rel=0.1)
 
 
 def test_zeros_stay_zero_under_adam_with_momentum_and_weight_decay():

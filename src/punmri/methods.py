@@ -71,6 +71,7 @@ from .pruning import (
     prunable_targets,
     register_optimizer_hook,
     resample_,
+    rescale_kept_,
     select_by_counts,
     set_temperature_,
     weight_parameters,
@@ -261,13 +262,19 @@ def check_batches(ctx: MethodContext, seed: int) -> list[Any]:
     return list(ctx.batches(seed, ctx.cfg.prune.check_batches, CHECK_OFFSET))
 
 
-def untrained_loss(ctx: MethodContext, seed: int, masks: Masks | None, data: list[Any]) -> float:
+def untrained_loss(
+    ctx: MethodContext, seed: int, masks: Masks | None, data: list[Any], rescale: bool = False
+) -> float:
     """Mean training loss on ``data`` of the freshly initialised network of ``seed`` (under
     ``masks``, or dense for None), in training mode (the mode PUN's search runs in: batch
-    statistics in normalisation layers), on ``ctx.device``."""
+    statistics in normalisation layers), on ``ctx.device``; ``rescale`` scales the kept weights
+    of each layer by ``1 / sqrt(its kept fraction)`` first
+    (:func:`~punmri.pruning.rescale_kept_`)."""
     loss_fn = get_loss(ctx.cfg.train.loss)
     model = build_model(ctx.cfg.model, seed).to(ctx.device)
     if masks is not None:
+        if rescale:
+            rescale_kept_(model, masks)
         apply(model, masks)
     model.train()
     with torch.no_grad():

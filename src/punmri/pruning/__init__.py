@@ -25,6 +25,7 @@ from punmri.pruning.apply import (
     current_masks,
     register_optimizer_hook,
     remove,
+    rescale_kept_,
     zero_pruned_,
 )
 from punmri.pruning.cost import PassCount, count_passes
@@ -104,6 +105,7 @@ __all__ = [
     "register_optimizer_hook",
     "register_resample_hook",
     "remove",
+    "rescale_kept_",
     "resample_",
     "sample_concrete",
     "select_by_counts",

@@ -19,7 +19,7 @@ from torch.utils.hooks import RemovableHandle
 
 from punmri.errors import InputError
 from punmri.pruning.masks import Masks
-from punmri.pruning.targets import require_owner
+from punmri.pruning.targets import require_owner, stored_weight
 
 
 class MaskParametrization(nn.Module):
@@ -84,6 +84,25 @@ def apply(model: nn.Module, masks: Masks) -> nn.Module:
             device = getattr(module, attr).device
             parametrize.register_parametrization(module, attr, MaskParametrization(mask.to(device)))
     zero_pruned_(model)
+    return model
+
+
+@torch.no_grad()
+def rescale_kept_(model: nn.Module, masks: Masks) -> nn.Module:
+    """Multiply every target's stored weight by ``1 / sqrt(kept fraction of that target)``, so
+    that a masked layer passes on about the signal variance of the dense one (the scaling of
+    Lee et al. 2020, "A signal propagation perspective for pruning neural networks at
+    initialization"); targets keeping nothing are left alone. Call before :func:`apply`; returns
+    ``model``.
+
+    Raises:
+        InputError: when ``masks`` do not fit ``model``.
+    """
+    masks.check_fits(model)
+    for name, mask in masks.items():
+        kept = float(mask.float().mean())
+        if kept > 0:
+            stored_weight(model, name).mul_(kept**-0.5)
     return model
 
 
