@@ -550,6 +550,17 @@ def test_document_states_the_answer_and_orders_its_sections(synthetic, tmp_path)
     assert text.endswith("\n")
 
 
+def test_document_names_the_suites_left_out_of_the_ood_means(synthetic):
+    regimes, _ = synthetic
+    assert "are no shift" not in results_document(regimes, "cmd")
+    regimes["fresh-small"].metrics["suites"]["acc2"]["in_distribution"] = True
+    text = results_document(regimes, "cmd")
+    assert (
+        "Suites that repeat a regime's training distribution (`acc2` in fresh-small) are no "
+        "shift: they are listed in the regime's per-suite table but left out of every OOD mean."
+    ) in text
+
+
 def test_document_without_ablation_or_discussion(synthetic):
     regimes, _ = synthetic
     text = results_document({"fresh-small": regimes["fresh-small"]}, "cmd")

@@ -81,6 +81,20 @@ def test_physics_overrides_are_applied(splits: dict[str, ImageSet]) -> None:
     assert not (mask == mask[:1]).all()
     assert suites["poisson2d"].description == "mask random -> poisson2d"
     assert suites["id"].description == "in distribution"
+    assert [n for n, suite in suites.items() if suite.in_distribution] == ["id"]
+
+
+def test_a_suite_with_the_training_settings_is_flagged_in_distribution(splits) -> None:
+    # at 20 dB training the standard suite snr20 repeats the training distribution: a replicate
+    same = SuiteConfig(name="snr20", physics={"snr_db": 20})
+    described = SuiteConfig(name="mine", physics={"snr_db": 20}, description="my words")
+    shifted = SuiteConfig(name="snr30", physics={"snr_db": 30})
+    cfg = _config(same, described, shifted, extra=("physics.snr_db=20",))
+    suites = {s.name: s for s in build_suites(cfg, splits)}
+    assert suites["snr20"].description == "in distribution"
+    assert suites["mine"].description == "my words"  # flagged by its settings, not its words
+    flags = {name: suite.in_distribution for name, suite in suites.items()}
+    assert flags == {"id": True, "snr20": True, "mine": True, "snr30": False}
 
 
 def test_coronal_view_uses_other_slices(splits: dict[str, ImageSet]) -> None:

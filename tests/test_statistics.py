@@ -185,6 +185,19 @@ def test_summary_ood_averages_suite_means() -> None:
     assert line["ood_delta_psnr"]["ci_low"] < expected < line["ood_delta_psnr"]["ci_high"]
 
 
+def test_summary_leaves_the_replicates_of_the_training_distribution_out_of_ood() -> None:
+    records = []
+    for suite, gain in (("id", 0.5), ("a", 1.0), ("b", 3.0), ("again", 0.5)):
+        for i in range(4):
+            records.append(_rec("dense", suite, f"s{i}", 30.0))
+            records.append(_rec("pun", suite, f"s{i}", 30.0 + gain))
+    stats = suite_statistics(records, ["pun"], n_boot=200)
+    line = summary_line(stats, "pun", n_boot=200, replicates={"again"})
+    assert line["ood_delta_psnr"]["mean"] == pytest.approx(2.0)  # (1 + 3) / 2, not (1+3+0.5)/3
+    assert line["ood_suites"] == ["a", "b"]
+    assert summary_line(stats, "pun", n_boot=200)["ood_delta_psnr"]["mean"] == pytest.approx(1.5)
+
+
 def test_pooled_statistics_fold_seeds() -> None:
     stats = pooled_statistics(_records())
     pun = stats["pun"]["id"]
@@ -348,3 +361,39 @@ def test_report_shows_the_seed_spread_beside_each_interval() -> None:
     assert "one subject" in one_subject_note(load_config(None, []))
     assert "`colin27`" in one_subject_note(load_config(None, []))
     assert one_subject_note(load_config(None, ["data.source=fastmri", "data.root=x"])) == ""
+
+
+def test_metrics_flag_the_replicate_suites_and_every_ood_mean_leaves_them_out(tmp_path) -> None:
+    from punmri.config import load_config, to_dict
+    from punmri.evaluate.suites import Suite
+    from punmri.evaluate.summary import replicate_suites, summarize
+    from punmri.evaluate.tables import write_slice_csv
+    from punmri.report.console import summary_text
+    from punmri.report.regimes import RegimeRun, harder_suites
+
+    cfg = load_config(None, ["physics.snr_db=20"])
+    gains = {"id": 0.5, "snr30": 1.0, "acc8": 3.0, "snr20": 0.5}
+    zero_filled = {"id": 20.0, "snr30": 20.5, "acc8": 18.0, "snr20": 18.0}
+    records = []
+    for suite, gain in gains.items():
+        for i in range(4):
+            records.append(_rec("zero-filled", suite, f"s{i}", zero_filled[suite]))
+            records.append(_rec("dense", suite, f"s{i}", 30.0))
+            records.append(_rec("pun", suite, f"s{i}", 30.0 + gain))
+    suites = [Suite(n, [], cfg.physics, "x", n in ("id", "snr20")) for n in gains]
+    metrics = summarize(records, [], cfg, suites)
+    assert metrics["suites"]["snr20"]["in_distribution"] is True
+    assert metrics["suites"]["acc8"]["in_distribution"] is False
+    assert replicate_suites(metrics) == {"snr20"}
+    assert metrics["summary"]["pun"]["ood_delta_psnr"]["mean"] == pytest.approx(2.0)
+    assert metrics["summary"]["pun"]["ood_suites"] == ["snr30", "acc8"]
+    assert "OOD = mean over 2 shifted suites (snr20: the training distribution, left out)" in (
+        summary_text(metrics)
+    )
+    assert harder_suites(metrics) == {"acc8"}  # snr20 has a lower zero-filled PSNR but no shift
+    # the results document reads the run without the replicate's slices
+    (tmp_path / "eval").mkdir()
+    write_slice_csv(records, tmp_path / "eval" / "slices.csv")
+    metrics["config"] = {**to_dict(cfg), "methods": ["dense", "pun"]}
+    run = RegimeRun.load(tmp_path, metrics)
+    assert {r.suite for r in run.records} == {"id", "snr30", "acc8"}

@@ -132,6 +132,10 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+#: What :func:`describe_shift` says when nothing differs from training.
+IN_DISTRIBUTION = "in distribution"
+
+
 def describe_shift(
     train_physics: PhysicsConfig,
     physics: PhysicsConfig,
@@ -161,7 +165,7 @@ def describe_shift(
             parts.append(f"{label} {_fmt(key, old)} -> {_fmt(key, new)}{unit}")
     if lesions:
         parts.append("lesions")
-    return ", ".join(parts) or "in distribution"
+    return ", ".join(parts) or IN_DISTRIBUTION
 
 
 def _check_suites(suites: Sequence[SuiteConfig], extra_names: Sequence[str]) -> None:
@@ -236,9 +240,9 @@ def build_suite(
     """One fixed, seeded test suite from its config (see :func:`build_suites`)."""
     physics = suite_physics(cfg.physics, suite.physics, f"{where}.physics")
     kspace = suite.source not in ("test", *VIEW_SOURCES) and is_kspace_source(suite.source)
-    description = suite.description or describe_shift(
-        cfg.physics, physics, cfg.data.view, suite.source, suite.lesions, kspace
-    )
+    shift = describe_shift(cfg.physics, physics, cfg.data.view, suite.source, suite.lesions, kspace)
+    description = suite.description or shift
+    same = shift == IN_DISTRIBUTION
     seed = cfg.evaluate.test_seed
     if kspace:
         if suite.lesions:
@@ -252,18 +256,19 @@ def build_suite(
                 f"{where}.physics.{ignored[0]}: has no effect on measured k-space "
                 f"({suite.source}); only {', '.join(KSPACE_PHYSICS)} apply"
             )
-        return Suite(suite.name, _kspace_samples(cfg, suite.source, physics), physics, description)
+        samples = _kspace_samples(cfg, suite.source, physics)
+        return Suite(suite.name, samples, physics, description, same)
     images, note = _suite_images(cfg, splits, suite.source, {} if views is None else views)
     if note and not suite.description:
         description = f"{description}, {note}"
     if not suite.lesions:
         samples = fixed_samples(images.images, images.names, physics, seed, suite.name)
-        return Suite(suite.name, samples, physics, description)
+        return Suite(suite.name, samples, physics, description, same)
     with_lesions, rois = lesion_images(images.images, seed, suite.name)
     samples = fixed_samples(with_lesions, images.names, physics, seed, suite.name)
     for sample, roi in zip(samples, rois, strict=True):
         sample.extras["roi"] = roi
-    return Suite(suite.name, samples, physics, description)
+    return Suite(suite.name, samples, physics, description, same)
 
 
 def build_suites(
@@ -343,11 +348,13 @@ def build_measured_suites(
         data = measured_dataset(
             folder, suite_cache, split, physics, cfg.evaluate.test_seed, True, f"{where}.physics"
         )
-        description = suite.description or describe_shift(
-            cfg.physics, physics, cfg.data.view, suite.source, False, True
-        )
+        shift = describe_shift(cfg.physics, physics, cfg.data.view, suite.source, False, True)
         samples = LazySamples(data, cfg.data.max_test_slices)
-        suites.append(Suite(suite.name, samples, physics, description))  # type: ignore[arg-type]
+        suites.append(
+            Suite(
+                suite.name, samples, physics, suite.description or shift, shift == IN_DISTRIBUTION
+            )  # type: ignore[arg-type]
+        )
     return suites
 
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -402,12 +402,15 @@ def summary_line(
     level: float = 0.95,
     seed: int = 0,
     resample_seeds: bool = True,
+    replicates: Collection[str] = (),
 ) -> dict[str, Any]:
     """In-distribution and out-of-distribution paired differences of one method.
 
     ``ood_delta_<metric>`` is the average over the non-``id`` suites of each suite's mean paired
     difference (every shift weighs the same, whatever its slice count); its CI draws the seeds
     once per replicate for all suites and the slices once per slice set (module docstring).
+    ``replicates`` are suites left out of that average: suites that repeat the training
+    distribution (:attr:`~punmri.evaluate.suites.Suite.in_distribution`), which are no shift.
 
     Returns:
         ``{"method", "id_delta_<metric>": {mean, ci_low, ci_high}, "id_delta_<metric>_seeds":
@@ -423,7 +426,7 @@ def summary_line(
         raise InputError(
             f"id_suite {id_suite!r}: method {method!r} has no such suite; have {sorted(suites)}"
         )
-    ood = {name: entry for name, entry in suites.items() if name != id_suite}
+    ood = {n: entry for n, entry in suites.items() if n != id_suite and n not in replicates}
     seeds = suites[id_suite]["seeds"]
     metrics = [k.removeprefix("delta_") for k in suites[id_suite] if k.startswith("delta_")]
     metrics = [m for m in metrics if not m.endswith("_seeds")]

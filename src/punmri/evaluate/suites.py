@@ -18,12 +18,15 @@ from ..data.sources import ImageSet
 
 @dataclass
 class Suite:
-    """A fixed test set: ``name``, its samples and the simulation settings that made them."""
+    """A fixed test set: ``name``, its samples and the simulation settings that made them;
+    ``in_distribution`` when they are the training distribution's (the ``id`` suite, or a
+    suite whose settings differ from training in nothing: a replicate, not a shift)."""
 
     name: str
     samples: list[Sample]
     physics: PhysicsConfig
     description: str = ""
+    in_distribution: bool = False
 
     def __len__(self) -> int:
         return len(self.samples)

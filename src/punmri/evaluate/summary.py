@@ -14,6 +14,16 @@ from .suites import Suite
 from .tables import SliceRecord, aggregate
 
 
+def replicate_suites(metrics: dict, id_suite: str = "id") -> set[str]:
+    """The suites of a ``metrics.json`` that repeat the training distribution (flagged
+    ``in_distribution``) other than ``id_suite``: replicates, left out of every OOD mean."""
+    return {
+        name
+        for name, info in metrics.get("suites", {}).items()
+        if info.get("in_distribution") and name != id_suite
+    }
+
+
 def summarize(
     records: list[SliceRecord],
     trained: Sequence[TrainedModel],
@@ -22,11 +32,13 @@ def summarize(
 ) -> dict:
     """The ``metrics.json`` contract: per method and suite the mean/std over slices and seeds,
     paired differences to ``dense`` with hierarchical bootstrap 95% CIs and their seed-to-seed
-    spread, a summary line per method (ID delta and mean OOD delta), suite difficulty and
-    descriptions, and per-method costs."""
+    spread, a summary line per method (ID delta and mean OOD delta over the shifted suites:
+    suites that repeat the training distribution are left out), suite difficulty, descriptions
+    and ``in_distribution`` flags, and per-method costs."""
     folded = [dataclasses.replace(r, method=split_seed(r.method)[0]) for r in records]
     metrics = aggregate(folded)
     methods = metrics["methods"]
+    replicates = [s.name for s in suites if s.in_distribution and s.name != "id"]
     if "dense" in methods:
         others = sorted({r.method for r in records if split_seed(r.method)[0] != "dense"})
         bases = sorted({split_seed(m)[0] for m in others})
@@ -37,10 +49,13 @@ def summarize(
                 target = methods[method]["suites"][suite]
                 for key in ("delta_psnr", "delta_ssim", "delta_psnr_seeds", "delta_ssim_seeds"):
                     target[key] = entry[key]
-            metrics["summary"][method] = summary_line(stats, method, seed=cfg.evaluate.test_seed)
+            metrics["summary"][method] = summary_line(
+                stats, method, seed=cfg.evaluate.test_seed, replicates=replicates
+            )
     metrics["suites"] = {
         s.name: {
             "description": s.description,
+            "in_distribution": s.in_distribution,
             "n_slices": len(s),
             **{
                 f"{m}_psnr": methods[m]["suites"][s.name]["psnr"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..evaluate.summary import replicate_suites
 from .markdown import fmt_ci, fmt_num, fmt_spread, method_order
 
 
@@ -22,11 +23,12 @@ def summary_text(metrics: dict, id_suite: str = "id") -> str:
         *("ΔID vs dense", "seeds", "ΔOOD vs dense", "seeds"),
     ]
     rows = [header]
+    same = replicate_suites(metrics, id_suite)
     n_ood = 0
     for name in method_order(metrics):
         suites = metrics["methods"][name]["suites"]
         idd = suites.get(id_suite, {})
-        ood = [e.get("psnr") for s, e in suites.items() if s != id_suite]
+        ood = [e.get("psnr") for s, e in suites.items() if s != id_suite and s not in same]
         n_ood = max(n_ood, len(ood))
         s = summary.get(name, {})
         rows.append(
@@ -49,8 +51,10 @@ def summary_text(metrics: dict, id_suite: str = "id") -> str:
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    left_out = f" ({', '.join(sorted(same))}: the training distribution, left out)" if same else ""
     note = (
-        f"PSNR in dB; OOD = mean over {n_ood} shifted suites; Δ = paired difference to dense "
+        f"PSNR in dB; OOD = mean over {n_ood} shifted suites{left_out}; Δ = paired difference "
+        "to dense "
         "[hierarchical bootstrap 95% CI: seeds and slices resampled]; seeds = min..max over "
         "seeds of each seed's mean difference."
     )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluate.checkpoints import checkpoint_name, split_checkpoint
+from ..evaluate.summary import replicate_suites
 from .markdown import fmt_ci
 from .regimes import (
     BASELINES,
@@ -336,13 +337,16 @@ def quality_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
     ]
     for label, run in regimes.items():
         cells = []
+        same = replicate_suites(run.metrics)
         for part in ("id", "ood"):
             for m in (*BASELINES, "dense"):
                 suites = run.metrics["methods"].get(m, {}).get("suites", {})
                 values = [
                     e["psnr"]
                     for name, e in suites.items()
-                    if (name == "id") == (part == "id") and e.get("psnr") is not None
+                    if (name == "id") == (part == "id")
+                    and name not in same
+                    and e.get("psnr") is not None
                 ]
                 cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import InputError
 from ..evaluate.checkpoints import checkpoint_name
 from ..evaluate.statistics import split_seed, suite_statistics, summary_line
+from ..evaluate.summary import replicate_suites
 from ..evaluate.tables import SliceRecord, read_slice_csv
 from ..specs import ModelSpec
 
@@ -130,7 +131,9 @@ class RegimeRun:
         run_dir: the ``punmri run`` directory.
         metrics: its ``metrics.json`` contract (``docs/OUTPUTS.md``).
         records: its per-slice results (``eval/slices.csv``); method names carry ``#sS`` when
-            the run has several seeds.
+            the run has several seeds. :meth:`load` leaves out the suites that repeat the
+            training distribution (:func:`~punmri.evaluate.summary.replicate_suites`), so that
+            every OOD mean of the document is over shifts only.
     """
 
     run_dir: Path
@@ -147,7 +150,9 @@ class RegimeRun:
             if not path.is_file():
                 raise InputError(f"{run_dir} has no metrics.json; finish it with `punmri run`")
             metrics = json.loads(path.read_text())
-        return cls(run_dir, metrics, read_slice_csv(run_dir / "eval" / "slices.csv"))
+        same = replicate_suites(metrics)
+        records = read_slice_csv(run_dir / "eval" / "slices.csv")
+        return cls(run_dir, metrics, [r for r in records if r.suite not in same])
 
     @property
     def config(self) -> dict[str, Any]:
@@ -266,7 +271,12 @@ def harder_suites(metrics: Mapping[str, Any]) -> set[str]:
     ref = info.get("id", {}).get("zero-filled_psnr")
     if ref is None:
         return set()
-    return {s for s, i in info.items() if s != "id" and i.get("zero-filled_psnr", math.inf) < ref}
+    same = replicate_suites(metrics)
+    return {
+        s
+        for s, i in info.items()
+        if s != "id" and s not in same and i.get("zero-filled_psnr", math.inf) < ref
+    }
 
 
 def pun_contrasts(regimes: Mapping[str, RegimeRun]) -> dict[str, dict[str, Summary]]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.summary import replicate_suites
 from ..io import write_text_atomic
 from .figures import summary_bars
 from .markdown import cost_table, training_table
@@ -116,6 +117,21 @@ def _batchnorm_section(
         *differences,
         "",
     ]
+
+
+def _replicates(regimes: Mapping[str, RegimeRun]) -> str:
+    """A sentence naming the suites that repeat a regime's training distribution, if any."""
+    named = [
+        f"`{name}` in {label}"
+        for label, run in regimes.items()
+        for name in sorted(replicate_suites(run.metrics))
+    ]
+    if not named:
+        return ""
+    return (
+        f" Suites that repeat a regime's training distribution ({', '.join(named)}) are no "
+        "shift: they are listed in the regime's per-suite table but left out of every OOD mean."
+    )
 
 
 def _mask_section(regimes: Mapping[str, RegimeRun]) -> list[str]:
@@ -228,7 +244,7 @@ def results_document(
         "PUN's kept weights; `pun-shuffled` PUN's mask shuffled within each layer (the control "
         "that tells whether PUN's choice of weights matters or only its layer allocation); "
         "`random` a uniform per-layer random mask. `NAME~final` is network `NAME` at its final "
-        "training step instead of its best-validation checkpoint.",
+        "training step instead of its best-validation checkpoint." + _replicates(regimes),
         "",
     ]
     lines += [
