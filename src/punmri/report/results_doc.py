@@ -145,7 +145,9 @@ def _mask_section(regimes: Mapping[str, RegimeRun]) -> list[str]:
         "Kept percentage of each layer (mean over seeds) and the loss of the untrained "
         "network on held-out training batches (the loss PUN's search minimises): when the "
         "mask and its layer-shuffled copies give the same loss, the search has found nothing "
-        "beyond its per-layer counts on its own objective.",
+        "beyond its per-layer counts on its own objective (docs/BENCHMARKS.md, section "
+        "`search-objective`, compares these losses with the network's loss when every weight "
+        "is pruned).",
         "",
         *table,
         "",
