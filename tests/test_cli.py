@@ -143,8 +143,12 @@ def test_prune_writes_exact_mask_and_refuses_clobber(tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads((out / "mask.json").read_text())
     assert summary["kept"] == round(0.25 * summary["total"])
-    assert "loss_shuffled_mean" in summary["metadata"]["check"]
-    assert "layer-shuffled control" in capsys.readouterr().out
+    check = summary["metadata"]["check"]
+    assert "loss_shuffled_mean" in check and check["loss_pruned"] > 0
+    out = capsys.readouterr().out
+    assert (
+        "layer-shuffled control" in out and f"every weight pruned {check['loss_pruned']:.4f}" in out
+    )
     assert main(args) == 2
     assert "exists" in capsys.readouterr().err
     assert (

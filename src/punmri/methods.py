@@ -254,7 +254,8 @@ def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, A
     shuffled = [
         loss_of(masks.shuffled_within_layers(gen)) for _ in range(ctx.cfg.prune.check_shuffles)
     ]
-    return check_record(loss_of(None), loss_of(masks), shuffled)
+    silent = Masks({n: torch.zeros_like(m) for n, m in masks.items()})
+    return check_record(loss_of(None), loss_of(masks), shuffled, loss_of(silent))
 
 
 def check_batches(ctx: MethodContext, seed: int) -> list[Any]:
@@ -281,15 +282,22 @@ def untrained_loss(
         return sum(float(loss_fn(model(*x), y)) for x, y in data) / len(data)
 
 
-def check_record(dense: float, mask: float, controls: list[float]) -> dict[str, Any]:
+def check_record(
+    dense: float, mask: float, controls: list[float], pruned: float | None = None
+) -> dict[str, Any]:
     """The ``check`` entry of a mask's metadata: the untrained network's loss dense, under the
-    mask and under its control masks (same per-layer or per-slot counts), with their mean."""
-    return {
+    mask and under its control masks (same per-layer or per-slot counts), with their mean, and
+    (``loss_pruned``, weight masks) with every weight pruned: a mask whose loss equals that one
+    has only silenced the denoiser (docs/BENCHMARKS.md, ``search-objective``)."""
+    record = {
         "loss_dense": dense,
         "loss_mask": mask,
         "loss_shuffled": controls,
         "loss_shuffled_mean": sum(controls) / max(len(controls), 1),
     }
+    if pruned is not None:
+        record["loss_pruned"] = pruned
+    return record
 
 
 def mask_stage(

@@ -216,9 +216,11 @@ def cmd_prune(args: argparse.Namespace, out_dir: Callable) -> int:
         if args.method in CHANNEL_METHODS
         else "layer-shuffled control"
     )
+    pruned = check.get("loss_pruned")
     print(
         f"untrained-network loss on held-out batches: dense {check['loss_dense']:.4f}, "
         f"mask {check['loss_mask']:.4f}, {control} {check['loss_shuffled_mean']:.4f}"
+        + ("" if pruned is None else f", every weight pruned {pruned:.4f}")
     )
     if "parameters" in masks.metadata:
         n = masks.metadata["parameters"]
