@@ -316,6 +316,14 @@ def synthetic(tmp_path):
 EXACT = "+1.50 [+1.50, +1.50]"
 
 
+def _x(value: str, word: str = "") -> str:
+    """A cell of an exact difference ``value`` at every slice and seed: mean, interval, then
+    ``word`` (a verdict) and the seed range."""
+    return (
+        f"{value} [{value}, {value}]" + (f" {word}" if word else "") + f" (seeds {value}..{value})"
+    )
+
+
 def _row(lines: list[str], start: str) -> str:
     (row,) = [line for line in lines if line.startswith(start)]
     return row
@@ -341,8 +349,7 @@ def test_tables_show_the_known_differences(synthetic):
     )
     control = _row(control_table(pun_contrasts(regimes)), "| fixed-small |")
     assert control.startswith(
-        "| fixed-small | +2.50 [+2.50, +2.50] / +2.00 [+2.00, +2.00] | "
-        "+0.50 [+0.50, +0.50] / -0.50 [-0.50, -0.50] | +0.00"
+        f"| fixed-small | {_x('+2.50')} / {_x('+2.00')} | {_x('+0.50')} / {_x('-0.50')} | +0.00"
     )
     assert _row(control_table(pun_contrasts(regimes)), "| fresh-small |").startswith(
         "| fresh-small | - | "
@@ -367,7 +374,7 @@ def test_tables_show_the_known_differences(synthetic):
         "zero-filled",
     ]
     assert _row(regime_map(regimes), "| dense~final |") == (
-        "| dense~final | -1.00 [-1.00, -1.00] / -1.00 [-1.00, -1.00] | - |"
+        f"| dense~final | {_x('-1.00')} / {_x('-1.00')} | - |"
     )
     suites = suite_table(regimes["fixed-small"])
     assert suites[0] == (
@@ -388,13 +395,14 @@ def test_verdict_table_states_pun_against_the_three_references(synthetic):
         "PUN beats all three, ID and OOD? |"
     )
     assert _row(table, "| fixed-small |") == (
-        f"| fixed-small | {EXACT} better† | {EXACT} better† | +2.50 [+2.50, +2.50] better† | "
-        "+2.00 [+2.00, +2.00] better† | +0.50 [+0.50, +0.50] better† | "
-        "-0.50 [-0.50, -0.50] worse† | no: better in 5 of 6, worse in 1 |"
+        f"| fixed-small | {_x('+1.50', 'better†')} | {_x('+1.50', 'better†')} | "
+        f"{_x('+2.50', 'better†')} | {_x('+2.00', 'better†')} | {_x('+0.50', 'better†')} | "
+        f"{_x('-0.50', 'worse†')} | no: better in 5 of 6, worse in 1 |"
     )
     fresh = _row(table, "| fresh-small |")
-    assert fresh.startswith("| fresh-small | +0.00 [-0.50, +0.50] level | ")
-    assert fresh.endswith(" | - | - | -1.00 [-1.50, -0.50] worse† | -2.00 [-2.50, -1.50] worse† "
+    assert fresh.startswith("| fresh-small | +0.00 [-0.50, +0.50] level (seeds +0.00..+0.00) | ")
+    assert fresh.endswith(" | - | - | -1.00 [-1.50, -0.50] worse† (seeds -1.00..-1.00) | "
+                          "-2.00 [-2.50, -1.50] worse† (seeds -2.00..-2.00) "
                           "| no: better in 0 of 4, worse in 2 (no dense-narrow) |")  # fmt: skip
     assert table[-1].startswith(
         "† also at the Bonferroni level: the interval at 99.50% (95% shared "
@@ -416,7 +424,8 @@ def test_verdict_marks_only_the_calls_that_survive_bonferroni(tmp_path):
     run = RegimeRun(tmp_path / "x", _metrics(records, {"pun": 0.3}, config), records)
     table = verdict_table({"x": run})
     assert _row(table, "| x |").startswith(
-        "| x | +1.12 [+0.12, +2.00] better | +1.00 [+1.00, +1.00] better† | - | - | - | - |"
+        f"| x | +1.12 [+0.12, +2.00] better (seeds +1.12..+1.12) | {_x('+1.00', 'better†')} | "
+        "- | - | - | - |"
     )
     assert "interval at 97.50% (95% shared by the table's 2 comparisons" in table[-1]
     assert "about 0.1 could exclude 0 by chance" in table[-1]
@@ -499,10 +508,9 @@ def test_batchnorm_tables_pair_the_two_runs(synthetic):
         "| fixed-small | 0 | 31.50 / 30.50 (3.5) | 30.50 / 29.50 (0.0) | 33.00 / 32.00 (0.0) | "
         "32.00 / 31.00 (0.0) | 32.00 / 31.00 (1.0) |"
     )
-    zero = "+0.00 [+0.00, +0.00]"
     assert _row(differences, "| fixed-small |") == (
-        "| fixed-small | -1.00 [-1.00, -1.00] / -1.00 [-1.00, -1.00] | "
-        f"{EXACT} / {EXACT} | {EXACT} / {EXACT} | {zero} / {zero} |"
+        f"| fixed-small | {_x('-1.00')} / {_x('-1.00')} | {_x('+1.50')} / {_x('+1.50')} | "
+        f"{_x('+1.50')} / {_x('+1.50')} | {_x('+0.00')} / {_x('+0.00')} |"
     )
 
 

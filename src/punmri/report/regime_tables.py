@@ -17,7 +17,7 @@ import numpy as np
 
 from ..evaluate.checkpoints import checkpoint_name, split_checkpoint
 from ..evaluate.summary import replicate_suites
-from .markdown import fmt_ci
+from .markdown import fmt_ci, fmt_spread
 from .regimes import (
     BASELINES,
     CONTROLS,
@@ -44,11 +44,19 @@ def _header(first: list[str], columns: list[str]) -> list[str]:
     return [head, "|---" * (len(first) + len(columns)) + "|"]
 
 
+def _ci_seeds(line: Summary, key: str) -> str:
+    """``mean [lo, hi]`` of one entry of a summary line, then the range of the per-seed mean
+    differences, ``(seeds lo..hi)``, when it has several seeds."""
+    spread = fmt_spread(line.get(f"{key}_seeds"), sd=False)
+    return fmt_ci(line[key]) + ("" if spread == "-" else f" (seeds {spread})")
+
+
 def _id_ood(line: Summary | None) -> str:
-    """``ID / OOD`` PSNR differences of a summary line; ``-`` without one."""
+    """``ID / OOD`` PSNR differences of a summary line with their seed ranges; ``-`` without
+    one."""
     if line is None:
         return "-"
-    return f"{fmt_ci(line['id_delta_psnr'])} / {fmt_ci(line['ood_delta_psnr'])}"
+    return f"{_ci_seeds(line, 'id_delta_psnr')} / {_ci_seeds(line, 'ood_delta_psnr')}"
 
 
 def _mean_psnr(values: dict[str, list[float]]) -> str:
@@ -62,11 +70,14 @@ def _present(regimes: Mapping[str, RegimeRun], candidates: Iterable[str]) -> lis
     return [m for m in candidates if m in have]
 
 
-def _verdict_cell(line: Summary | None, key: str) -> str:
-    """``+m [lo, hi] better`` (or ``worse`` / ``level``) of one entry of a summary line."""
+def _verdict_cell(line: Summary | None, key: str, mark: str = "") -> str:
+    """``+m [lo, hi] better`` (or ``worse`` / ``level``) of one entry of a summary line, with
+    ``mark`` after the word, then its seed range."""
     if line is None:
         return "-"
-    return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}"
+    spread = fmt_spread(line.get(f"{key}_seeds"), sd=False)
+    seeds = "" if spread == "-" else f" (seeds {spread})"
+    return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}{mark}{seeds}"
 
 
 #: Bootstrap replicates of the Bonferroni-level intervals of the verdict table (their tails
@@ -105,12 +116,9 @@ def verdict_table(regimes: Mapping[str, RegimeRun]) -> list[str]:
         cells, signs = [], []
         for ref, line in rows[label].items():
             for key in _KEYS:
-                cell, sign = _verdict_cell(line, key), None
-                if line is not None:
-                    sign = significance(line[key])
-                    if sign and _bonferroni_holds(run, ref, key, sign, level):
-                        cell += "†"
-                cells.append(cell)
+                sign = None if line is None else significance(line[key])
+                held = bool(sign) and _bonferroni_holds(run, ref, key, sign, level)
+                cells.append(_verdict_cell(line, key, "†" if held else ""))
                 signs.append(sign)
         tested = [s for s in signs if s is not None]
         missing = [r for r, s in zip(VERDICT_REFERENCES, signs[::2], strict=True) if s is None]

@@ -215,7 +215,9 @@ def results_document(
         "minus `pun-shuffled` (PUN's mask shuffled within each layer: its layer-count control), "
         "in distribution (ID) and as the mean over the shifted suites (OOD), at the "
         "best-validation checkpoints: paired mean PSNR differences (dB) with 95% confidence "
-        "intervals; *better* / *worse* when the interval excludes 0, else *level*.",
+        "intervals; *better* / *worse* when the interval excludes 0, else *level*; in brackets "
+        "after it, `seeds lo..hi`, the range over the training seeds of each seed's own mean "
+        "difference (the seed-to-seed spread; every table of differences shows it).",
         "",
         *verdict_table(regimes),
         "",
