@@ -217,7 +217,8 @@ def results_document(
         "best-validation checkpoints: paired mean PSNR differences (dB) with 95% confidence "
         "intervals; *better* / *worse* when the interval excludes 0, else *level*; in brackets "
         "after it, `seeds lo..hi`, the range over the training seeds of each seed's own mean "
-        "difference (the seed-to-seed spread; every table of differences shows it).",
+        "difference (the seed-to-seed spread; the regime map and the control tables show it "
+        "too).",
         "",
         *verdict_table(regimes),
         "",
