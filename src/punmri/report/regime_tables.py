@@ -44,11 +44,16 @@ def _header(first: list[str], columns: list[str]) -> list[str]:
     return [head, "|---" * (len(first) + len(columns)) + "|"]
 
 
-def _ci_seeds(line: Summary, key: str) -> str:
-    """``mean [lo, hi]`` of one entry of a summary line, then the range of the per-seed mean
-    differences, ``(seeds lo..hi)``, when it has several seeds."""
+def _seed_range(line: Summary, key: str) -> str:
+    """`` (seeds lo..hi)``, the range of the per-seed mean differences of one entry of a
+    summary line; empty with one seed."""
     spread = fmt_spread(line.get(f"{key}_seeds"), sd=False)
-    return fmt_ci(line[key]) + ("" if spread == "-" else f" (seeds {spread})")
+    return "" if spread == "-" else f" (seeds {spread})"
+
+
+def _ci_seeds(line: Summary, key: str) -> str:
+    """``mean [lo, hi] (seeds lo..hi)`` of one entry of a summary line."""
+    return fmt_ci(line[key]) + _seed_range(line, key)
 
 
 def _id_ood(line: Summary | None) -> str:
@@ -75,9 +80,7 @@ def _verdict_cell(line: Summary | None, key: str, mark: str = "") -> str:
     ``mark`` after the word, then its seed range."""
     if line is None:
         return "-"
-    spread = fmt_spread(line.get(f"{key}_seeds"), sd=False)
-    seeds = "" if spread == "-" else f" (seeds {spread})"
-    return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}{mark}{seeds}"
+    return f"{fmt_ci(line[key])} {WORDS[significance(line[key])]}{mark}{_seed_range(line, key)}"
 
 
 #: Bootstrap replicates of the Bonferroni-level intervals of the verdict table (their tails
