@@ -67,6 +67,10 @@ def test_measured_run_scores_native_resolution_per_volume(measured_run):
         assert metrics["methods"][method]["suites"]["id"]["n"] == 3  # slices of the test volume
     zero = metrics["methods"]["zero-filled"]["suites"]
     assert zero["acc8"]["psnr"] < zero["id"]["psnr"]  # 8x is harder than 4x
+    suites = metrics["suites"]  # the run's own test split is the training distribution
+    assert suites["id"]["description"] == "in distribution" and suites["id"]["in_distribution"]
+    assert suites["acc8"]["description"] == "acceleration 4 -> 8"
+    assert not suites["acc8"]["in_distribution"]
     rows = (measured_run / "eval" / "volumes.csv").read_text().splitlines()
     assert rows[0].startswith("method,suite,slice") and len(rows) == 1 + 3 * 2
     report = (measured_run / "report.md").read_text()

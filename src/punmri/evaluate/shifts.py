@@ -147,10 +147,11 @@ def describe_shift(
     """One line saying what differs from training, e.g. ``acceleration 4 -> 8, lesions``.
 
     ``in distribution`` when nothing differs. For a measured k-space source (``kspace``) only the
-    sampling fields :data:`KSPACE_PHYSICS` are compared.
+    sampling fields :data:`KSPACE_PHYSICS` are compared; its own ``test`` split (a measured run)
+    is the training data's distribution, another source is named.
     """
     parts = []
-    if kspace:
+    if kspace and source != "test":
         parts.append(f"measured k-space from {source}")
     elif source in VIEW_SOURCES and source != train_view:
         parts.append(f"view {train_view} -> {source}")
