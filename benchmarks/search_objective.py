@@ -55,7 +55,7 @@ def regime_losses(run_dir: Path) -> dict[str, dict[str, list[float]]]:
             masks = Masks.load(path)
             if seed not in per_seed:
                 data = check_batches(ctx, seed)
-                silent = Masks({n: torch.zeros_like(m) for n, m in masks.items()})
+                silent = masks.emptied()
                 dense = untrained_loss(ctx, seed, None, data)
                 per_seed[seed] = (data, dense, untrained_loss(ctx, seed, silent, data))
             data, dense, pruned = per_seed[seed]

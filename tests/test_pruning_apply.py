@@ -188,3 +188,12 @@ def test_apply_refuses_tied_weights_across_modules():
     masks = Masks({"0.weight": torch.ones(3, 3, dtype=torch.bool)})
     with pytest.raises(InputError, match="tied"):
         apply(model, masks)
+
+
+def test_emptied_masks_keep_nothing_and_fit_the_same_model():
+    model = _model()
+    masks = find_mask(model, "random", 0.4, generator=torch.Generator().manual_seed(1))
+    empty = masks.emptied()
+    assert list(empty) == list(masks) and empty.kept == 0 and empty.total == masks.total
+    apply(model, empty)
+    assert all(torch.all(model.get_submodule(n.rsplit(".", 1)[0]).weight == 0) for n in masks)

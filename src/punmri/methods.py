@@ -254,7 +254,7 @@ def mask_check(ctx: MethodContext, spec: ModelSpec, masks: Masks) -> dict[str, A
     shuffled = [
         loss_of(masks.shuffled_within_layers(gen)) for _ in range(ctx.cfg.prune.check_shuffles)
     ]
-    silent = Masks({n: torch.zeros_like(m) for n, m in masks.items()})
+    silent = masks.emptied()
     return check_record(loss_of(None), loss_of(masks), shuffled, loss_of(silent))
 
 

@@ -179,6 +179,11 @@ class Masks(Mapping[str, torch.Tensor]):
         meta["shuffle_seed"] = generator.initial_seed()
         return Masks(out, meta)
 
+    def emptied(self) -> Masks:
+        """The same tensors with nothing kept (every weight pruned): the reference of the
+        mask check's ``loss_pruned``."""
+        return Masks({name: torch.zeros_like(m) for name, m in self._masks.items()})
+
     # storage
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write masks and metadata with :func:`torch.save`, atomically via ``os.replace``."""
