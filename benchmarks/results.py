@@ -193,7 +193,8 @@ def main() -> None:
         "--discussion",
         default=None,
         help="hand-written interpretation of these runs' numbers, included under the verdict "
-        "(benchmarks/results_discussion.md discusses the earlier BatchNorm grid)",
+        "(benchmarks/results_discussion.md discusses the current grid, "
+        "benchmarks/results_discussion_batchnorm.md the earlier BatchNorm grid)",
     )
     parser.add_argument("--regimes", nargs="+", default=list(GRID), choices=list(REGIMES))
     parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")

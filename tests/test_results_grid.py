@@ -206,8 +206,8 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     jobs = script.training_jobs(config, runs, overrides)
     assert len(jobs) == 3 * 5  # seeds 0-4 of each regime
     first = jobs[0]
-    # 8 trainings, PUN's 3000 search steps, pun-uniform's 300, IMP's second round
-    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 1600 + 3000 + 300 + 1600)
+    # 8 trainings, PUN's 1000 search steps (the grid's), pun-uniform's 300, IMP's second round
+    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 600 + 1000 + 300 + 600)
     assert [j.weight for j in jobs] == sorted((j.weight for j in jobs), reverse=True)
     for job in jobs:
         names = [n.rpartition(":")[0] for n in job.networks]
