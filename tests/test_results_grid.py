@@ -200,14 +200,14 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     config = ROOT / "configs" / "results.yaml"
     runs = {r: tmp_path / r for r in GRID}
     overrides = {r: [*REGIMES[r], "prune.densities=[]"] for r in GRID}
-    finished = tmp_path / "fresh-full" / "models" / "snip" / "seed1" / "costs.json"
+    finished = tmp_path / "fresh-full" / "models" / "dense-narrow" / "seed1" / "costs.json"
     finished.parent.mkdir(parents=True)
     finished.write_text("{}")
     jobs = script.training_jobs(config, runs, overrides)
-    assert len(jobs) == 3 * 5  # seeds 0-4 of each regime
+    assert len(jobs) == 5 + 5 + 3  # seeds 0-4 of the ResNet regimes, 0-2 of DIDN
     first = jobs[0]
-    # 8 trainings, PUN's 1000 search steps (the grid's), pun-uniform's 300, IMP's second round
-    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 600 + 1000 + 300 + 600)
+    # 8 trainings, PUN's 300 search steps (the grid's), pun-uniform's 300, IMP's second round
+    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 400 + 300 + 300 + 400)
     assert [j.weight for j in jobs] == sorted((j.weight for j in jobs), reverse=True)
     for job in jobs:
         names = [n.rpartition(":")[0] for n in job.networks]
@@ -215,14 +215,15 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
         if "pun-shuffled" in names or "imp" in names:  # with what they are derived from
             assert "pun" in names and "dense" in names
     fresh = {j.seed: j for j in jobs if j.run == "fresh-full"}
-    assert "snip:1" not in fresh[1].networks and "snip:0" in fresh[0].networks
+    assert "dense-narrow:1" not in fresh[1].networks and "dense-narrow:0" in fresh[0].networks
+    assert "snip:0" not in fresh[0].networks  # only the verdict's networks outside the over-fit
     assert [n for n in fresh[4].networks] == ["dense:4", "pun:4"]
     didn = {j.seed: j for j in jobs if j.run == "fresh-full-didn"}
     assert didn[0].networks == ("dense:0", "pun:0", "pun-shuffled:0")
 
 
 def test_results_plan_lists_what_is_left_and_trains_nothing(script, tmp_path, monkeypatch, capsys):
-    finished = tmp_path / "fresh-full-didn" / "models" / "dense" / "seed4" / "costs.json"
+    finished = tmp_path / "fresh-full-didn" / "models" / "dense" / "seed2" / "costs.json"
     finished.parent.mkdir(parents=True)
     finished.write_text("{}")
     script.CostLog(tmp_path / "cost.json", jobs=2).write()
@@ -230,9 +231,9 @@ def test_results_plan_lists_what_is_left_and_trains_nothing(script, tmp_path, mo
     monkeypatch.setattr(sys, "argv", args)
     script.main()
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].startswith("5 jobs, ") and "0.0 h spent so far" in lines[-1]
-    assert lines[-2].split()[:3] == ["fresh-full-didn", "seed", "4"]  # the smallest, dense done
-    assert lines[-2].endswith("pun:4")
+    assert lines[-1].startswith("3 jobs, ") and "0.0 h spent so far" in lines[-1]
+    assert lines[-2].split()[:3] == ["fresh-full-didn", "seed", "2"]  # the smallest, dense done
+    assert lines[-2].endswith("pun:2 pun-shuffled:2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.json", "fresh-full-didn"]
 
 

@@ -49,21 +49,27 @@ TINY_SLICES = 4
 #: its plateau even with one slice, a 4x wider ResNet or DIDN (``benchmarks/overfit.py``).
 NOISY_SNR_DB = 20
 
-#: Training steps (no early stopping) of the ``long`` regime: 1.5x results.yaml's 400, three
-#: times the step (200) where dense's validation PSNR peaks in the noisy regime; sized so that
-#: the whole grid trains within one 3-hour session on 2 cores (configs/results.yaml).
-LONG_STEPS = 600
+#: Training steps (no early stopping) of the ``long`` regime: 1.6x results.yaml's 250, twice
+#: the step (200) where dense's validation PSNR peaks in the noisy regime; sized so that the
+#: whole grid trains within one 3-hour session on 2 cores (configs/results.yaml).
+LONG_STEPS = 400
+
+#: The methods of the verdict (PUN, dense and PUN's two controls of the same size): all that
+#: the regimes other than the over-fitting one train, to fit the grid into one session.
+VERDICT_METHODS: tuple[str, ...] = ("dense", "dense-narrow", "pun", "pun-shuffled")
 
 #: Overrides of the DIDN regime: a small DIDN (two down-up blocks of 16 channels; DIDN takes
-#: only norm none), and the networks of the verdict that it can train: dense, PUN and its
+#: only norm none), the networks of the verdict that it can train: dense, PUN and its
 #: layer-count control (``dense-narrow`` has no DIDN width of PUN's kept weights: the narrowest
-#: DIDN, 4 channels, keeps about twice as many).
+#: DIDN, 4 channels, keeps about twice as many), at 3 seeds each (a DIDN step costs ~1.35 ResNet
+#: steps).
 DIDN: tuple[str, ...] = (
     "model.denoiser=didn",
     "model.channels=16",
     "model.depth=2",
     "model.norm=none",
     "methods=[dense,pun,pun-shuffled]",
+    "method_seeds={}",
 )
 
 #: Regime name -> config overrides of its run.
@@ -86,7 +92,11 @@ REGIMES: dict[str, tuple[str, ...]] = {
     "fixed-small": ("physics.fresh=false", f"data.max_train_slices={SMALL_SLICES}"),
     "fresh-small": ("physics.fresh=true", f"data.max_train_slices={SMALL_SLICES}"),
     "fixed-full": ("physics.fresh=false", "data.max_train_slices=0"),
-    "fresh-full": ("physics.fresh=true", "data.max_train_slices=0"),
+    "fresh-full": (
+        "physics.fresh=true",
+        "data.max_train_slices=0",
+        f"methods=[{','.join(VERDICT_METHODS)}]",
+    ),
     "fresh-full-didn": ("physics.fresh=true", "data.max_train_slices=0", *DIDN),
 }
 
@@ -381,6 +391,7 @@ __all__ = [
     "REGIMES",
     "SMALL_SLICES",
     "TINY_SLICES",
+    "VERDICT_METHODS",
     "VERDICT_REFERENCES",
     "Overfitting",
     "RegimeRun",
