@@ -207,7 +207,7 @@ def test_results_jobs_split_each_regime_by_seed(script, tmp_path):
     assert len(jobs) == 5 + 5 + 3  # seeds 0-4 of the ResNet regimes, 0-2 of DIDN
     first = jobs[0]
     # 8 trainings, PUN's 300 search steps (the grid's), pun-uniform's 300, IMP's second round
-    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 400 + 300 + 300 + 400)
+    assert (first.run, first.weight) == ("fixed-tiny-noisy", 8 * 500 + 300 + 300 + 500)
     assert [j.weight for j in jobs] == sorted((j.weight for j in jobs), reverse=True)
     for job in jobs:
         names = [n.rpartition(":")[0] for n in job.networks]
