@@ -10,9 +10,11 @@ the regime map, seed, control and quality tables, each regime's per-suite table 
 
 Scheduling: each regime's unfinished networks are split by seed into ``punmri train --only``
 jobs (networks that depend on each other, ``pun-shuffled`` on PUN's mask and ``imp`` on dense,
-share a seed), run ``--jobs`` at a time, the largest first, with ``cores / jobs`` threads each and
-their output in ``runs/results/REGIME.sS.log``; then every regime is evaluated by a plain
-``punmri run`` (``runs/results/REGIME.log``). Every stage resumes: finished networks are kept, an
+share a seed), run ``--jobs`` at a time (:func:`run_tasks`), regime by regime in the grid's
+order and each regime's largest first, with ``cores / jobs`` threads each and their output in
+``runs/results/REGIME.sS.log``; as soon as a regime's networks are trained it is evaluated by a
+plain ``punmri run`` (``runs/results/REGIME.log``) while the next regimes train, so the first
+regimes' numbers are ready before the last ones. Every stage resumes: finished networks are kept, an
 interrupted training continues from its last checkpoint and a complete evaluation is not redone,
 so the same command continues after a kill. The wall time of every session is added up in
 ``runs/results/cost.json`` (updated each minute) and stated in the document.
@@ -34,7 +36,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,76 @@ def in_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> li
         return [f.result() for f in futures]
 
 
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for :func:`run_tasks`: ``fn()`` once every task named in ``after`` has
+    succeeded."""
+
+    name: str
+    fn: Callable[[], Any]
+    after: frozenset[str] = frozenset()
+
+
+def run_tasks(tasks: Sequence[Task], jobs: int) -> dict[str, Any]:
+    """Run ``tasks``, ``jobs`` at a time; a free worker takes the first task in list order whose
+    ``after`` tasks have all succeeded. A task after one that failed is not run. Returns each
+    task's result by name; the first error of a task that ran (in list order) is raised once all
+    have ended."""
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique: {names}")
+    unknown = {a for t in tasks for a in t.after} - set(names)
+    if unknown:
+        raise ValueError(f"tasks wait for unknown tasks {sorted(unknown)}")
+    pending = list(tasks)
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    skipped: set[str] = set()
+    lock = threading.Condition()
+
+    def take() -> Task | None:
+        with lock:
+            while pending:
+                failed = [t for t in pending if t.after & errors.keys()]
+                for t in failed:  # never runnable: its prerequisite failed
+                    pending.remove(t)
+                    errors[t.name] = RuntimeError(f"{t.name} not run: a prerequisite failed")
+                    skipped.add(t.name)
+                ready = next((t for t in pending if t.after <= results.keys()), None)
+                if ready is not None:
+                    pending.remove(ready)
+                    return ready
+                if failed:
+                    lock.notify_all()
+                    continue
+                lock.wait()
+            lock.notify_all()
+            return None
+
+    def worker() -> None:
+        while (task := take()) is not None:
+            try:
+                value, error = task.fn(), None
+            except BaseException as exc:  # noqa: BLE001 - reported once all have ended
+                value, error = None, exc
+            with lock:
+                if error is None:
+                    results[task.name] = value
+                else:
+                    errors[task.name] = error
+                lock.notify_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ran = [errors[n] for n in names if n in errors and n not in skipped]
+    if ran:
+        raise ran[0]
+    return results
+
+
 class CostLog:
     """The wall time of every session of the results run, in ``path`` (``cost.json``):
     ``{"sessions": [seconds, ...], "wall_s": their sum, "jobs", "machine"}``. The current
@@ -165,8 +237,10 @@ class CostLog:
 def train_and_evaluate(
     config: str, runs: Mapping[str, Path], overrides: Mapping[str, list[str]], jobs: int
 ) -> dict[str, dict]:
-    """Train every network of ``runs`` (:func:`training_jobs`, ``jobs`` at a time), then
-    evaluate each run; returns each run's metrics."""
+    """Train every network of ``runs`` (:func:`training_jobs`, ``jobs`` at a time) and evaluate
+    each run as soon as its own networks are trained, while the later runs train (runs in
+    ``runs`` order, each run's jobs largest first, an evaluation ahead of any training that
+    can wait); returns each run's metrics."""
     for label, out in runs.items():  # created once here, so parallel jobs find it ready
         prepare_run_dir(load_config(config, overrides[label]), out)
 
@@ -180,8 +254,17 @@ def train_and_evaluate(
         punmri_run(config, out, overrides[label], log=out.parent / f"{out.name}.log")
         return json.loads((out / "metrics.json").read_text())
 
-    in_parallel(train, training_jobs(config, runs, overrides), jobs)
-    return dict(zip(runs, in_parallel(evaluate, list(runs), jobs), strict=True))
+    order = {label: i for i, label in enumerate(runs)}
+    trainings = sorted(training_jobs(config, runs, overrides), key=lambda j: order[j.run])
+    tasks = []
+    for label in runs:
+        mine = [j for j in trainings if j.run == label]
+        names = [f"train {j.run} seed {j.seed}" for j in mine]
+        after = frozenset(names)
+        tasks.append(Task(f"evaluate {label}", lambda label=label: evaluate(label), after))
+        tasks += [Task(n, lambda j=j: train(j)) for n, j in zip(names, mine, strict=True)]
+    done = run_tasks(tasks, jobs)
+    return {label: done[f"evaluate {label}"] for label in runs}
 
 
 def main() -> None:

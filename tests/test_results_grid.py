@@ -250,3 +250,45 @@ def test_results_cost_log_adds_up_sessions(script, tmp_path):
     assert len(record["sessions"]) == 2
     assert record["wall_s"] == pytest.approx(sum(record["sessions"]))
     assert script.CostLog.read(path)["sessions"][0] == first["sessions"][0]
+
+
+def test_run_tasks_evaluates_a_run_once_its_trainings_end_and_before_later_trainings(script):
+    order: list[str] = []
+
+    def task(name, after=()):
+        return script.Task(name, lambda: order.append(name) or name, frozenset(after))
+
+    tasks = [
+        task("evaluate a", ["train a0", "train a1"]),
+        task("train a0"),
+        task("train a1"),
+        task("evaluate b", ["train b0"]),
+        task("train b0"),
+    ]
+    assert script.run_tasks(tasks, jobs=1) == {t.name: t.name for t in tasks}
+    assert order == ["train a0", "train a1", "evaluate a", "train b0", "evaluate b"]
+    order.clear()
+    script.run_tasks(tasks, jobs=2)
+    assert sorted(order) == sorted(t.name for t in tasks)
+    assert order.index("evaluate a") > max(order.index("train a0"), order.index("train a1"))
+    assert order.index("evaluate b") > order.index("train b0")
+
+
+def test_run_tasks_skips_what_waits_for_a_failure_and_raises_it_at_the_end(script):
+    ran: list[str] = []
+
+    def fail():
+        raise ValueError("training a0 failed")
+
+    tasks = [
+        script.Task("evaluate a", lambda: ran.append("evaluate a"), frozenset({"train a0"})),
+        script.Task("train a0", fail),
+        script.Task("train b0", lambda: ran.append("train b0")),
+    ]
+    for jobs in (1, 2):
+        ran.clear()
+        with pytest.raises(ValueError, match="training a0 failed"):
+            script.run_tasks(tasks, jobs=jobs)
+        assert ran == ["train b0"]
+    with pytest.raises(ValueError, match="unknown tasks"):
+        script.run_tasks([script.Task("x", lambda: 1, frozenset({"y"}))], jobs=1)
