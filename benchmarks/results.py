@@ -25,6 +25,7 @@ grid (``model.norm=batch model.init_output_gain=1``).
 
 Usage: ``python benchmarks/results.py [--regimes R ...] [--jobs N] [--config FILE] [overrides]``;
 ``--from-runs`` trains nothing and only rebuilds the reports and the document from finished runs;
+``--doc-only`` only rewrites the document from the runs' ``metrics.json``;
 ``--plan`` lists what is left to train.
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 from _docs import machine, punmri_run
 
 from punmri.config import RunConfig, load_config
+from punmri.errors import InputError
 from punmri.io import write_json_atomic
 from punmri.pipeline import model_specs, report_run
 from punmri.report.regimes import GRID, NO_BATCHNORM, NO_BATCHNORM_METHODS, REGIMES, RegimeRun
@@ -267,6 +269,17 @@ def train_and_evaluate(
     return {label: done[f"evaluate {label}"] for label in runs}
 
 
+def finished_metrics(run_dir: Path) -> dict:
+    """The ``metrics.json`` of an evaluated run (for ``--doc-only``)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise InputError(
+            f"{path} does not exist: {run_dir} is not evaluated yet; run "
+            "`python benchmarks/results.py` (without --doc-only) to finish it"
+        )
+    return json.loads(path.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/results.yaml")
@@ -303,6 +316,12 @@ def main() -> None:
         "(`punmri report`) and write the document",
     )
     parser.add_argument(
+        "--doc-only",
+        action="store_true",
+        help="train and evaluate nothing, rewrite no report: write the document from each "
+        "regime's metrics.json as it is (seconds; e.g. after editing the discussion)",
+    )
+    parser.add_argument(
         "--plan",
         action="store_true",
         help="train nothing: list the unfinished networks, one line per job (regime, seed, "
@@ -332,7 +351,10 @@ def main() -> None:
     if args.plan:
         print_plan(training_jobs(args.config, every, overrides), cost_path)
         return
-    if args.from_runs:
+    if args.doc_only:
+        done = {r: finished_metrics(out) for r, out in every.items()}
+        cost = CostLog.read(cost_path)
+    elif args.from_runs:
         done = {r: report_run(out, progress=False) for r, out in every.items()}
         cost = CostLog.read(cost_path)
     else:

@@ -294,3 +294,11 @@ def test_run_tasks_skips_what_waits_for_a_failure_and_raises_it_at_the_end(scrip
         assert ran == ["train b0"]
     with pytest.raises(ValueError, match="unknown tasks"):
         script.run_tasks([script.Task("x", lambda: 1, frozenset({"y"}))], jobs=1)
+
+
+def test_doc_only_refuses_a_regime_that_is_not_evaluated(script, tmp_path, monkeypatch):
+    (tmp_path / "fresh-full-didn").mkdir()
+    args = ["results.py", "--doc-only", "--out", str(tmp_path), "--regimes", "fresh-full-didn"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(InputError, match=r"metrics.json does not exist: .* is not evaluated yet"):
+        script.main()
