@@ -484,11 +484,11 @@ def test_regime_settings_show_what_each_regime_sets(synthetic):
     regimes, _ = synthetic
     table = regime_settings(regimes)
     assert _row(table, "| fixed-small |") == (
-        "| fixed-small | fixed | 4 | no | 6 | none | resnet 4x3, norm none | "
-        "2 seeds: dense, dense-narrow, pun, pun-shuffled, random |"
+        "| fixed-small | fixed | 40 | 4 | no | 6 | cosine | none | resnet 4x3, norm none | "
+        "best, final | 2 seeds: dense, dense-narrow, pun, pun-shuffled, random |"
     )
     assert _row(table, "| fresh-small |").startswith(
-        "| fresh-small | fresh | all | yes | 6 | patience 2 |"
+        "| fresh-small | fresh | 40 | all | yes | 6 | cosine | patience 2 |"
     )
     config = {**CONFIG, "method_seeds": {"dense": [0, 1, 2], "pun": [0, 1, 2]}}
     run = dataclasses.replace(regimes["fixed-small"], metrics={"config": config})
@@ -526,7 +526,9 @@ def test_document_states_the_answer_and_orders_its_sections(synthetic, tmp_path)
         "`runs/fixed-small`, `runs/fresh-small`."
     )
     assert "pruning at density 0.3 (PUN also at [0.5] in fixed-small)." in text
-    assert "tested at its best-validation checkpoint (`NAME`) and at its final step" in text
+    # fresh-small tests only its best checkpoints: the setting names the regime that has both
+    assert "checkpoint (`NAME`), and in fixed-small also at its final step (`NAME~final`)" in text
+    assert "SNR per regime below" in text
     assert lines[lines.index("## Verdict") + 4] == verdict_table(regimes)[0]
     assert overfitting_lines(regimes)[0] in lines
     assert regime_settings(regimes)[2] in lines

@@ -197,17 +197,21 @@ def _norm(model: Mapping[str, Any]) -> str:
 
 
 def regime_settings(regimes: Mapping[str, RegimeRun]) -> list[str]:
-    """Table: a row per regime with what its run's config sets: simulation, training slices,
-    augmentation, steps, early stopping, denoiser and the networks with their seed counts."""
+    """Table: a row per regime with what its run's config sets: simulation, SNR, training
+    slices, augmentation, steps, learning-rate schedule, early stopping, denoiser, tested
+    checkpoints and the networks with their seed counts."""
     lines = _header(
         ["regime"],
         [
             "physics",
+            "SNR (dB)",
             "training slices",
             "augmentation",
             "steps",
+            "schedule",
             "early stopping",
             "denoiser",
+            "checkpoints",
             "networks",
         ],
     )
@@ -216,11 +220,14 @@ def regime_settings(regimes: Mapping[str, RegimeRun]) -> list[str]:
         d, t, m = cfg["data"], cfg["train"], cfg["model"]
         cells = [
             "fresh" if cfg["physics"]["fresh"] else "fixed",
+            f"{cfg['physics']['snr_db']:g}",
             str(d.get("max_train_slices") or "all"),
             "yes" if t.get("augment", True) else "no",
             str(t["steps"]),
+            str(t.get("schedule", "cosine")),
             f"patience {t['patience']}" if t.get("patience") else "none",
             f"{m['denoiser']} {m['channels']}x{m['depth']}, norm {_norm(m)}",
+            ", ".join(cfg.get("evaluate", {}).get("checkpoints", ["best"])),
             _networks(cfg),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -56,23 +56,32 @@ def _paths(runs: Mapping[str, RegimeRun], root: Path | None) -> str:
     return ", ".join(f"`{p}`" for p in shown)
 
 
+def _tests_final(run: RegimeRun) -> bool:
+    """Whether the run tested its networks at their final step too."""
+    return "final" in run.config.get("evaluate", {}).get("checkpoints", ["best"])
+
+
 def _setting(regimes: Mapping[str, RegimeRun]) -> str:
     """The paragraph stating the setting the regimes share (from the first regime's config;
     :func:`~punmri.report.regime_tables.regime_settings` shows what differs)."""
     cfg = next(iter(regimes.values())).config
     d, p, m, t, pr = cfg["data"], cfg["physics"], cfg["model"], cfg["train"], cfg["prune"]
     swept = [r for r in regimes if len(density_table({r: regimes[r]})) > 2]
-    final = "final" in cfg["evaluate"].get("checkpoints", ["best"])
-    tested = (
-        "at its best-validation checkpoint (`NAME`) and at its final step (`NAME~final`)"
-        if final
-        else "at its best-validation checkpoint"
-    )
+    finals = [r for r, run in regimes.items() if _tests_final(run)]
+    if len(finals) == len(regimes):
+        tested = "at its best-validation checkpoint (`NAME`) and at its final step (`NAME~final`)"
+    elif finals:
+        tested = (
+            "at its best-validation checkpoint (`NAME`), and in "
+            f"{', '.join(finals)} also at its final step (`NAME~final`)"
+        )
+    else:
+        tested = "at its best-validation checkpoint"
     sweep = f" (PUN also at {pr['densities']} in {', '.join(swept)})" if swept else ""
     return (
         f"Data: `{d['source']}` {d['resolution_mm']} mm {d['view']} slices "
         f"{d['image_size'][0]}x{d['image_size'][1]}, {p['coils']} coils, {p['mask_kind']} "
-        f"{p['acceleration']:g}x, SNR {p['snr_db']:g} dB; MoDL K={m['unrolls']}, "
+        f"{p['acceleration']:g}x (SNR per regime below); MoDL K={m['unrolls']}, "
         f"CG={m['cg_iterations']}; Adam lr {t['lr']:g}, batch {t['batch_size']}, validation every "
         f"{t['val_every']} steps; every network is tested {tested}; pruning at density "
         f"{pr['density']:g}{sweep}."
