@@ -1,10 +1,16 @@
-"""Write one benchmark's section into docs/BENCHMARKS.md between its own markers."""
+"""Helpers shared by the benchmark scripts: write one benchmark's section into
+docs/BENCHMARKS.md between its own markers, describe the machine, run ``punmri`` in a
+subprocess, and run such jobs a few at a time (:func:`run_tasks`, :func:`in_parallel`)."""
 
 from __future__ import annotations
 
 import platform
 import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,3 +84,78 @@ def punmri_run(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         subprocess.run(cmd, check=True, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for :func:`run_tasks`: ``fn()`` once every task named in ``after`` has
+    succeeded."""
+
+    name: str
+    fn: Callable[[], Any]
+    after: frozenset[str] = frozenset()
+
+
+def run_tasks(tasks: Sequence[Task], jobs: int) -> dict[str, Any]:
+    """Run ``tasks``, ``jobs`` at a time; a free worker takes the first task in list order whose
+    ``after`` tasks have all succeeded. A task after one that failed (or was skipped) is skipped.
+    Returns each task's result by name; the first error (in list order) is raised once all
+    have ended."""
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique: {names}")
+    unknown = {a for t in tasks for a in t.after} - set(names)
+    if unknown:
+        raise ValueError(f"tasks wait for unknown tasks {sorted(unknown)}")
+    pending = list(tasks)
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    skipped: set[str] = set()
+    lock = threading.Condition()
+
+    def take() -> Task | None:
+        with lock:
+            while True:
+                for t in [t for t in pending if t.after & (errors.keys() | skipped)]:
+                    pending.remove(t)  # never runnable: a prerequisite failed
+                    skipped.add(t.name)
+                if not pending:
+                    lock.notify_all()  # wake the idle workers: nothing is left
+                    return None
+                ready = next((t for t in pending if t.after <= results.keys()), None)
+                if ready is not None:
+                    pending.remove(ready)
+                    return ready
+                lock.wait()
+
+    def worker() -> None:
+        while (task := take()) is not None:
+            try:
+                value, error = task.fn(), None
+            except BaseException as exc:  # noqa: BLE001 - reported once all have ended
+                value, error = None, exc
+            with lock:
+                if error is None:
+                    results[task.name] = value
+                else:
+                    errors[task.name] = error
+                lock.notify_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in names:
+        if name in errors:
+            raise errors[name]
+    return results
+
+
+def in_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> list[Any]:
+    """``fn`` of every item, ``jobs`` at a time, started in the items' order (:func:`run_tasks`
+    without dependencies); the results in that order (the first error is raised once all have
+    ended)."""
+    items = list(items)
+    done = run_tasks([Task(str(i), lambda x=x: fn(x)) for i, x in enumerate(items)], jobs)
+    return [done[str(i)] for i in range(len(items))]

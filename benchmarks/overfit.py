@@ -23,8 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _docs import machine, punmri_run, write_section
-from results import in_parallel
+from _docs import in_parallel, machine, punmri_run, write_section
 
 from punmri.config import load_config
 from punmri.models import build_model, count_parameters

@@ -14,10 +14,10 @@ share a seed), run ``--jobs`` at a time (:func:`run_tasks`), regime by regime in
 order and each regime's largest first, with ``cores / jobs`` threads each and their output in
 ``runs/results/REGIME.sS.log``; as soon as a regime's networks are trained it is evaluated by a
 plain ``punmri run`` (``runs/results/REGIME.log``) while the next regimes train, so the first
-regimes' numbers are ready before the last ones. Every stage resumes: finished networks are kept, an
-interrupted training continues from its last checkpoint and a complete evaluation is not redone,
-so the same command continues after a kill. The wall time of every session is added up in
-``runs/results/cost.json`` (updated each minute) and stated in the document.
+regimes' numbers are ready before the last ones. Every stage resumes: finished networks are
+kept, an interrupted training continues from its last checkpoint and a complete evaluation is
+not redone, so the same command continues after a kill. The wall time of every session is added
+up in ``runs/results/cost.json`` (updated each minute) and stated in the document.
 
 Optional: ``--sweep-regimes`` also trains ``prune.densities``; ``--batchnorm-regimes`` retrains
 dense, PUN and random without BatchNorm (``runs/results/REGIME-nobn``) for the earlier BatchNorm
@@ -37,13 +37,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _docs import machine, punmri_run
+from _docs import Task, machine, punmri_run, run_tasks
 
 from punmri.config import RunConfig, load_config
 from punmri.errors import InputError
@@ -114,87 +114,6 @@ def print_plan(jobs: list[Job], cost_path: Path) -> None:
     print(f"{len(jobs)} jobs, {steps} optimizer steps to go; {spent:.1f} h spent so far")
 
 
-def in_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> list[Any]:
-    """``fn`` of every item, ``jobs`` at a time, started in the items' order; the results in
-    that order (the first error is raised once all have ended)."""
-    items = list(items)
-    if jobs <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(fn, item) for item in items]
-        return [f.result() for f in futures]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work for :func:`run_tasks`: ``fn()`` once every task named in ``after`` has
-    succeeded."""
-
-    name: str
-    fn: Callable[[], Any]
-    after: frozenset[str] = frozenset()
-
-
-def run_tasks(tasks: Sequence[Task], jobs: int) -> dict[str, Any]:
-    """Run ``tasks``, ``jobs`` at a time; a free worker takes the first task in list order whose
-    ``after`` tasks have all succeeded. A task after one that failed is not run. Returns each
-    task's result by name; the first error of a task that ran (in list order) is raised once all
-    have ended."""
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"task names must be unique: {names}")
-    unknown = {a for t in tasks for a in t.after} - set(names)
-    if unknown:
-        raise ValueError(f"tasks wait for unknown tasks {sorted(unknown)}")
-    pending = list(tasks)
-    results: dict[str, Any] = {}
-    errors: dict[str, BaseException] = {}
-    skipped: set[str] = set()
-    lock = threading.Condition()
-
-    def take() -> Task | None:
-        with lock:
-            while pending:
-                failed = [t for t in pending if t.after & errors.keys()]
-                for t in failed:  # never runnable: its prerequisite failed
-                    pending.remove(t)
-                    errors[t.name] = RuntimeError(f"{t.name} not run: a prerequisite failed")
-                    skipped.add(t.name)
-                ready = next((t for t in pending if t.after <= results.keys()), None)
-                if ready is not None:
-                    pending.remove(ready)
-                    return ready
-                if failed:
-                    lock.notify_all()
-                    continue
-                lock.wait()
-            lock.notify_all()
-            return None
-
-    def worker() -> None:
-        while (task := take()) is not None:
-            try:
-                value, error = task.fn(), None
-            except BaseException as exc:  # noqa: BLE001 - reported once all have ended
-                value, error = None, exc
-            with lock:
-                if error is None:
-                    results[task.name] = value
-                else:
-                    errors[task.name] = error
-                lock.notify_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    ran = [errors[n] for n in names if n in errors and n not in skipped]
-    if ran:
-        raise ran[0]
-    return results
-
-
 class CostLog:
     """The wall time of every session of the results run, in ``path`` (``cost.json``):
     ``{"sessions": [seconds, ...], "wall_s": their sum, "jobs", "machine"}``. The current
@@ -256,8 +175,7 @@ def train_and_evaluate(
         punmri_run(config, out, overrides[label], log=out.parent / f"{out.name}.log")
         return json.loads((out / "metrics.json").read_text())
 
-    order = {label: i for i, label in enumerate(runs)}
-    trainings = sorted(training_jobs(config, runs, overrides), key=lambda j: order[j.run])
+    trainings = training_jobs(config, runs, overrides)  # largest first
     tasks = []
     for label in runs:
         mine = [j for j in trainings if j.run == label]
@@ -309,19 +227,20 @@ def main() -> None:
         help=f"regimes also trained without BatchNorm ({', '.join(NO_BATCHNORM_METHODS)}) "
         "into OUT/REGIME-nobn (for the BatchNorm grid: model.norm=batch model.init_output_gain=1)",
     )
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--from-runs",
         action="store_true",
         help="train nothing: rebuild each regime's metrics and report from its per-slice results "
         "(`punmri report`) and write the document",
     )
-    parser.add_argument(
+    mode.add_argument(
         "--doc-only",
         action="store_true",
         help="train and evaluate nothing, rewrite no report: write the document from each "
         "regime's metrics.json as it is (seconds; e.g. after editing the discussion)",
     )
-    parser.add_argument(
+    mode.add_argument(
         "--plan",
         action="store_true",
         help="train nothing: list the unfinished networks, one line per job (regime, seed, "
@@ -351,11 +270,9 @@ def main() -> None:
     if args.plan:
         print_plan(training_jobs(args.config, every, overrides), cost_path)
         return
-    if args.doc_only:
-        done = {r: finished_metrics(out) for r, out in every.items()}
-        cost = CostLog.read(cost_path)
-    elif args.from_runs:
-        done = {r: report_run(out, progress=False) for r, out in every.items()}
+    if args.doc_only or args.from_runs:
+        read = finished_metrics if args.doc_only else partial(report_run, progress=False)
+        done = {r: read(out) for r, out in every.items()}
         cost = CostLog.read(cost_path)
     else:
         log = CostLog(cost_path, args.jobs)

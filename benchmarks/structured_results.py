@@ -24,11 +24,10 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from _docs import machine, punmri_run, write_section
+from _docs import in_parallel, machine, punmri_run, write_section
 from torch.utils.flop_counter import FlopCounterMode
 
 from punmri.config import load_config
@@ -78,9 +77,7 @@ def train_networks(config: Path, overrides: list[str], out: Path, jobs: int) -> 
         only = ["--only", ",".join(group)]
         punmri_run(config, out, [*overrides, threads], log=log, command="train", args=only)
 
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        for f in [pool.submit(train_group, i, g) for i, g in enumerate(groups)]:
-            f.result()
+    in_parallel(lambda group: train_group(*group), list(enumerate(groups)), len(groups))
 
 
 def _architectures(run: RegimeRun, cfg) -> dict[str, torch.nn.Module]:

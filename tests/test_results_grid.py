@@ -302,3 +302,22 @@ def test_doc_only_refuses_a_regime_that_is_not_evaluated(script, tmp_path, monke
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(InputError, match=r"metrics.json does not exist: .* is not evaluated yet"):
         script.main()
+
+
+def test_in_parallel_keeps_the_items_order_and_raises_once_all_have_run(script):
+    from _docs import in_parallel  # the benchmarks' one pool (run_tasks without dependencies)
+
+    assert in_parallel(lambda x: x * x, range(5), jobs=2) == [0, 1, 4, 9, 16]
+    ran: list[int] = []
+
+    def square_or_fail(x: int) -> int:
+        ran.append(x)
+        if x == 1:
+            raise ValueError("item 1 failed")
+        return x * x
+
+    for jobs in (1, 3):
+        ran.clear()
+        with pytest.raises(ValueError, match="item 1 failed"):
+            in_parallel(square_or_fail, range(4), jobs=jobs)
+        assert sorted(ran) == [0, 1, 2, 3]

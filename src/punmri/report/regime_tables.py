@@ -227,7 +227,7 @@ def regime_settings(regimes: Mapping[str, RegimeRun]) -> list[str]:
             str(t.get("schedule", "cosine")),
             f"patience {t['patience']}" if t.get("patience") else "none",
             f"{m['denoiser']} {m['channels']}x{m['depth']}, norm {_norm(m)}",
-            ", ".join(cfg.get("evaluate", {}).get("checkpoints", ["best"])),
+            ", ".join(run.checkpoints),
             _networks(cfg),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

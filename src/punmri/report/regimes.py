@@ -61,9 +61,13 @@ LONG_STEPS = 500
 #: 0.25 dB lower at step 400, still falling.
 NOISY_SCHEDULE = "constant"
 
-#: The methods of the verdict (PUN, dense and PUN's two controls of the same size): all that
-#: the regimes other than the over-fitting one train, to fit the grid into one session.
+#: The methods of the verdict: PUN and what it is compared with (:data:`VERDICT_REFERENCES`):
+#: dense, and the controls of the same size and layer counts. All that the regimes other than
+#: the over-fitting one train, to fit the grid into one session.
 VERDICT_METHODS: tuple[str, ...] = ("dense", "dense-narrow", "pun", "pun-shuffled")
+
+#: What the verdict compares PUN with: the verdict's other methods.
+VERDICT_REFERENCES: tuple[str, ...] = tuple(m for m in VERDICT_METHODS if m != "pun")
 
 #: Overrides of the DIDN regime: a small DIDN (two down-up blocks of 16 channels; DIDN takes
 #: only norm none), the networks of the verdict that it can train: dense, PUN and its
@@ -75,7 +79,7 @@ DIDN: tuple[str, ...] = (
     "model.channels=16",
     "model.depth=2",
     "model.norm=none",
-    "methods=[dense,pun,pun-shuffled]",
+    f"methods=[{','.join(m for m in VERDICT_METHODS if m != 'dense-narrow')}]",
     "method_seeds={}",
     "evaluate.checkpoints=[best]",
 )
@@ -132,9 +136,6 @@ NO_BATCHNORM: tuple[str, ...] = (
 #: each layer (its layer-count control), and a uniform per-layer random mask.
 CONTROLS: tuple[str, ...] = ("dense-narrow", "pun-shuffled", "random")
 
-#: What the verdict compares PUN with: dense, and the controls of the same size and layer counts.
-VERDICT_REFERENCES: tuple[str, ...] = ("dense", "dense-narrow", "pun-shuffled")
-
 #: Dense over-fits in a regime when, averaged over its seeds, its validation PSNR at the final
 #: training step is more than this many dB below its best.
 OVERFIT_DB = 0.2
@@ -181,6 +182,12 @@ class RegimeRun:
     def config(self) -> dict[str, Any]:
         """The run's resolved configuration (as a nested dict)."""
         return self.metrics["config"]
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        """The checkpoints the run tested every network at (``evaluate.checkpoints``:
+        ``best``, and ``final`` for ``NAME~final``)."""
+        return tuple(self.config.get("evaluate", {}).get("checkpoints", ["best"]))
 
     @property
     def test_seed(self) -> int:

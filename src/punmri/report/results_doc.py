@@ -56,18 +56,13 @@ def _paths(runs: Mapping[str, RegimeRun], root: Path | None) -> str:
     return ", ".join(f"`{p}`" for p in shown)
 
 
-def _tests_final(run: RegimeRun) -> bool:
-    """Whether the run tested its networks at their final step too."""
-    return "final" in run.config.get("evaluate", {}).get("checkpoints", ["best"])
-
-
 def _setting(regimes: Mapping[str, RegimeRun]) -> str:
     """The paragraph stating the setting the regimes share (from the first regime's config;
     :func:`~punmri.report.regime_tables.regime_settings` shows what differs)."""
     cfg = next(iter(regimes.values())).config
     d, p, m, t, pr = cfg["data"], cfg["physics"], cfg["model"], cfg["train"], cfg["prune"]
     swept = [r for r in regimes if len(density_table({r: regimes[r]})) > 2]
-    finals = [r for r, run in regimes.items() if _tests_final(run)]
+    finals = [r for r, run in regimes.items() if "final" in run.checkpoints]
     if len(finals) == len(regimes):
         tested = "at its best-validation checkpoint (`NAME`) and at its final step (`NAME~final`)"
     elif finals:
